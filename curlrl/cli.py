@@ -1,0 +1,112 @@
+"""The ``curlrl`` command line. User mistakes print one line and exit with code 2."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def _train(args: argparse.Namespace) -> int:
+    from curlrl import config as config_mod
+    from curlrl.errors import ConfigError
+    from curlrl.train import train
+
+    if args.resume:
+        if not args.run_dir:
+            raise ConfigError("--resume needs --run-dir DIR (the run to continue)")
+        saved = Path(args.run_dir) / "config.yaml"
+        if not saved.is_file():
+            raise ConfigError(f"cannot resume: {saved} does not exist")
+        cfg = config_mod.resolve(args.task, args.config, args.overrides, base=config_mod.load_yaml(saved))
+    else:
+        cfg = config_mod.resolve(args.task, args.config, args.overrides)
+    run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / cfg.task / f"seed{cfg.seed}"
+    if not args.resume and (run_dir / "checkpoints" / "latest.pt").exists():
+        raise ConfigError(f"run dir {run_dir} already holds a run: pass --resume to continue it "
+                          f"or choose another --run-dir")
+    train(cfg, run_dir, resume=args.resume)
+    return 0
+
+
+def _config(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    import yaml
+
+    from curlrl import config as config_mod
+
+    cfg = config_mod.resolve(args.task, args.config, args.overrides)
+    print(yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False), end="")
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from curlrl.evaluate import evaluate_run
+
+    evaluate_run(args.run_dir, episodes=args.episodes, video=not args.no_video, device=args.device)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="curlrl", description="CURL: contrastive pixel RL on DeepMind Control.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train a CURL-SAC agent from pixels",
+                       description="Train on a dm_control task. Step counts are ENVIRONMENT steps "
+                                   "(agent steps x action_repeat). Example: curlrl train cartpole-swingup "
+                                   "batch_size=128 env_steps=20000")
+    p.add_argument("task", nargs="?", help="DOMAIN-TASK, e.g. cartpole-swingup (optional with --resume)")
+    p.add_argument("overrides", nargs="*", help="config overrides key=value (see `curlrl config TASK`)")
+    p.add_argument("--config", help="YAML file of config keys, applied after configs/<task>.yaml")
+    p.add_argument("--run-dir", help="run directory (default runs/<task>/seed<seed>)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its last checkpoint")
+    p.set_defaults(func=_train)
+
+    p = sub.add_parser("config", help="print the resolved config of a task")
+    p.add_argument("task")
+    p.add_argument("overrides", nargs="*")
+    p.add_argument("--config")
+    p.set_defaults(func=_config)
+
+    p = sub.add_parser("eval", help="evaluate a run's latest checkpoint and write a video")
+    p.add_argument("run_dir")
+    p.add_argument("--episodes", type=int, default=10)
+    p.add_argument("--no-video", action="store_true")
+    p.add_argument("--device", default=None, help="override the run's device (e.g. cpu)")
+    p.set_defaults(func=_eval)
+    return parser
+
+
+def _fix_task_override_split(args: argparse.Namespace) -> None:
+    # `curlrl train --resume --run-dir X env_steps=1000`: the first override lands in `task`.
+    if getattr(args, "task", None) and "=" in args.task:
+        args.overrides.insert(0, args.task)
+        args.task = None
+
+
+def main(argv: list[str] | None = None) -> int:
+    from curlrl.errors import CurlrlError
+
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # key=value overrides may stand anywhere, also after options such as --run-dir
+    bad = [e for e in extra if e.startswith("-") or "=" not in e or not hasattr(args, "overrides")]
+    if bad:
+        parser.error(f"unrecognized arguments: {' '.join(bad)}")
+    if extra:
+        args.overrides = list(args.overrides or []) + extra
+    _fix_task_override_split(args)
+    if args.command == "train" and not args.task and not args.resume:
+        parser.exit(2, "curlrl train: error: a TASK is required (e.g. cartpole-swingup)\n")
+    try:
+        return args.func(args)
+    except CurlrlError as exc:
+        print(f"curlrl: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("curlrl: interrupted; resume with --resume --run-dir (last checkpoint kept)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,108 @@
+"""The pixel encoder shared by the agent, offline pretraining and probes."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def conv_output_size(image_size: int, num_layers: int) -> int:
+    """Spatial size after the conv stack: one stride-2 layer, then stride-1 layers."""
+    size = (image_size - 3) // 2 + 1
+    return size - 2 * (num_layers - 1)
+
+
+def orthogonal_init(module: nn.Module) -> None:
+    """Orthogonal init for Linear; delta-orthogonal (centre tap) for 3x3 convs, as in CURL/SAC-AE."""
+    if isinstance(module, nn.Linear):
+        nn.init.orthogonal_(module.weight)
+        nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.Conv2d):
+        nn.init.zeros_(module.weight)
+        nn.init.zeros_(module.bias)
+        mid = module.weight.shape[2] // 2
+        nn.init.orthogonal_(module.weight[:, :, mid, mid], nn.init.calculate_gain("relu"))
+
+
+class ConvTrunk(nn.Module):
+    """``num_layers`` 3×3 convs with ``num_filters`` channels (first stride 2) and ReLUs.
+
+    Input: (B, C, H, W) uint8 in [0, 255] or float already in [0, 1].
+    Output: (B, num_filters * S * S) flat float features, S = ``conv_output_size``.
+    """
+
+    def __init__(self, in_channels: int, num_layers: int = 4, num_filters: int = 32) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [nn.Conv2d(in_channels, num_filters, 3, stride=2), nn.ReLU()]
+        for _ in range(num_layers - 1):
+            layers += [nn.Conv2d(num_filters, num_filters, 3, stride=1), nn.ReLU()]
+        self.net = nn.Sequential(*layers)
+        self.channels_last = False
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        x = obs.float().div_(255.0) if obs.dtype == torch.uint8 else obs
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.net(x).flatten(1)
+
+
+class EncoderHead(nn.Module):
+    """Linear -> LayerNorm (-> tanh if ``output_tanh``): flat conv features to ``feature_dim``."""
+
+    def __init__(self, in_features: int, feature_dim: int = 50, output_tanh: bool = False) -> None:
+        super().__init__()
+        self.linear = nn.Linear(in_features, feature_dim)
+        self.norm = nn.LayerNorm(feature_dim)
+        self.output_tanh = output_tanh
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        z = self.norm(self.linear(h))
+        return torch.tanh(z) if self.output_tanh else z
+
+
+class PixelEncoder(nn.Module):
+    """Conv encoder of CURL: (B, 3k, H, W) frame stacks -> (B, feature_dim) features.
+
+    Args:
+        obs_shape: (channels, height, width) of the *cropped* input, e.g. (9, 84, 84).
+        feature_dim: output size (50 in CURL).
+        num_layers: conv layers, the first with stride 2 (4 in CURL).
+        num_filters: channels of every conv layer (32 in CURL).
+        output_tanh: apply tanh after LayerNorm. The CURL paper's text says tanh; its
+            code used none for the actor and critic, which is the default here.
+
+    ``forward(obs, detach_conv=False)`` accepts uint8 (scaled by 1/255) or float in
+    [0, 1]. ``conv`` and ``head`` are public so the agent can share one conv pass
+    between heads and tie the actor's conv to the critic's.
+    """
+
+    def __init__(
+        self,
+        obs_shape: tuple[int, int, int],
+        feature_dim: int = 50,
+        num_layers: int = 4,
+        num_filters: int = 32,
+        output_tanh: bool = False,
+    ) -> None:
+        super().__init__()
+        c, h, w = obs_shape
+        if h != w:
+            raise ValueError(f"PixelEncoder expects square inputs, got {h}x{w}")
+        self.obs_shape = tuple(int(v) for v in obs_shape)
+        self.feature_dim = feature_dim
+        self.num_layers = num_layers
+        self.num_filters = num_filters
+        self.output_tanh = output_tanh
+        self.conv = ConvTrunk(c, num_layers, num_filters)
+        self.conv_dim = num_filters * conv_output_size(h, num_layers) ** 2
+        self.head = EncoderHead(self.conv_dim, feature_dim, output_tanh)
+        self.apply(orthogonal_init)
+
+    def forward(self, obs: torch.Tensor, detach_conv: bool = False) -> torch.Tensor:
+        h = self.conv(obs)
+        return self.head(h.detach() if detach_conv else h)
+
+    def config(self) -> dict:
+        """Constructor arguments, enough to rebuild this encoder (used in exports)."""
+        return dict(obs_shape=list(self.obs_shape), feature_dim=self.feature_dim,
+                    num_layers=self.num_layers, num_filters=self.num_filters,
+                    output_tanh=self.output_tanh)

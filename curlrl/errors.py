@@ -1,0 +1,26 @@
+"""The one exception family of curlrl.
+
+Every mistake a user can make (bad config key, unknown task, corrupt checkpoint or
+dataset, missing renderer) raises a :class:`CurlrlError` subclass with a message that
+names the problem. The CLI prints that message on one line and exits with code 2.
+"""
+
+
+class CurlrlError(Exception):
+    """Base class: a user-facing error whose message is one clear line."""
+
+
+class ConfigError(CurlrlError):
+    """A configuration key is unknown, has the wrong type or an impossible value."""
+
+
+class CheckpointError(CurlrlError):
+    """A checkpoint or encoder file is missing, corrupt or of another shape."""
+
+
+class DatasetError(CurlrlError):
+    """An offline dataset is missing, empty, corrupt or of mismatched shapes."""
+
+
+class EnvError(CurlrlError):
+    """An environment cannot be built: unknown task or no working renderer."""
