@@ -17,9 +17,10 @@ INSTALL_HINT = ("no working headless OpenGL for MuJoCo: install EGL "
                 "('apt-get install libosmesa6'), or set MUJOCO_GL to a backend that works")
 
 _PROBE = ("import mujoco\n"
-          "ctx = mujoco.GLContext(16, 16)\n"
-          "ctx.make_current()\n"
-          "ctx.free()\n")
+          "model = mujoco.MjModel.from_xml_string('<mujoco><worldbody><geom size=\"1\"/></worldbody></mujoco>')\n"
+          "renderer = mujoco.Renderer(model, 8, 8)\n"
+          "renderer.update_scene(mujoco.MjData(model))\n"
+          "assert renderer.render().shape == (8, 8, 3)\n")
 
 
 def _backend_works(backend: str) -> bool:
@@ -32,16 +33,31 @@ def _backend_works(backend: str) -> bool:
     return res.returncode == 0
 
 
+_VALID = ("egl", "osmesa", "glfw")
+_verified: set[str] = set()
+
+
 def select_gl_backend(candidates: tuple[str, ...] = ("egl", "osmesa")) -> str:
     """Return the MuJoCo GL backend to use, setting ``MUJOCO_GL`` if it was unset.
 
-    Raises :class:`EnvError` with the packages to install when no candidate works.
+    A user's ``MUJOCO_GL`` is used as given, but checked once so that a backend that
+    cannot render (e.g. ``glfw`` without a display) fails with one clear line.
+    Raises :class:`EnvError` with the packages to install when nothing works.
     """
     chosen = os.environ.get("MUJOCO_GL")
     if chosen:
+        if chosen in _verified:
+            return chosen
+        if chosen not in _VALID:
+            raise EnvError(f"MUJOCO_GL={chosen!r} is not a MuJoCo backend; use one of {', '.join(_VALID)}")
+        if not _backend_works(chosen):
+            raise EnvError(f"MUJOCO_GL={chosen} cannot render on this machine; unset it to let curlrl "
+                           f"choose, or {INSTALL_HINT.split(': ', 1)[1]}")
+        _verified.add(chosen)
         return chosen
     for backend in candidates:
         if _backend_works(backend):
             os.environ["MUJOCO_GL"] = backend
+            _verified.add(backend)
             return backend
     raise EnvError(INSTALL_HINT)

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# One-time set-up on a fresh Debian/Ubuntu machine (idempotent, safe to re-run):
+#  1. system OpenGL libraries so MuJoCo renders headless on the CPU (Mesa EGL + OSMesa);
+#  2. a virtual environment .venv with curlrl installed (editable) and its test tools.
+# torch is pinned to 2.13.0 (the CPU wheel here); for CUDA see README "GPU".
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+have_gl() { ldconfig -p 2>/dev/null | grep -qE 'libEGL_mesa\.so|libOSMesa\.so'; }
+if ! have_gl; then
+  if command -v apt-get >/dev/null 2>&1; then
+    SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+    echo "setup: installing headless OpenGL (Mesa EGL + OSMesa) with apt-get"
+    $SUDO apt-get update -qq
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+      libegl1 libegl-mesa0 libgl1-mesa-dri libosmesa6 >/dev/null
+  else
+    echo "setup: no apt-get: install EGL (Mesa) or OSMesa with your package manager" >&2
+  fi
+fi
+
+PY="${PYTHON:-python3.11}"
+command -v "$PY" >/dev/null 2>&1 || PY=python3
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+.venv/bin/python -m pip install -q --upgrade pip >/dev/null
+.venv/bin/python -m pip install -q torch==2.13.0
+.venv/bin/python -m pip install -q -e ".[test]"
+echo "setup: ready ($(.venv/bin/python -c 'import torch, curlrl; print("curlrl", curlrl.__version__, "torch", torch.__version__)'))"

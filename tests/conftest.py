@@ -1,0 +1,22 @@
+"""Shared test settings: small thread count, the ``slow`` marker, env availability."""
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+torch.set_num_threads(int(os.environ.get("CURLRL_TEST_THREADS", "1")))
+
+
+def pytest_addoption(parser):
+    parser.addoption("--runslow", action="store_true", help="also run tests marked slow (learning checks)")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--runslow") or os.environ.get("CURLRL_SLOW") == "1":
+        return
+    skip = pytest.mark.skip(reason="slow: run with --runslow or CURLRL_SLOW=1")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)

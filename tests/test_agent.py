@@ -1,0 +1,193 @@
+"""CURL-SAC agent: parameter ownership, tied/detached encoders, targets, state, exact math."""
+import io
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from curlrl.agents import AgentConfig, CurlSacAgent
+from curlrl.augment import random_crop
+from curlrl.ema import ema_update
+
+SMALL = dict(crop_size=20, feature_dim=8, num_filters=8, hidden_dim=32)
+OBS = (9, 24, 24)
+
+
+def make_agent(seed=0, **kw):
+    torch.manual_seed(seed)
+    return CurlSacAgent(OBS, 2, AgentConfig(**{**SMALL, **kw}), seed=seed)
+
+
+def make_batch(seed=0, b=16):
+    rng = np.random.default_rng(seed)
+    return dict(obs=rng.integers(0, 256, (b, *OBS), dtype=np.uint8),
+                next_obs=rng.integers(0, 256, (b, *OBS), dtype=np.uint8),
+                action=rng.uniform(-1, 1, (b, 2)).astype(np.float32),
+                reward=rng.normal(size=(b, 1)).astype(np.float32),
+                not_done=(rng.random((b, 1)) > 0.1).astype(np.float32))
+
+
+def trainable(agent):
+    params = {id(p): p for m in agent.modules().values() for p in m.parameters() if p.requires_grad}
+    params[id(agent.log_alpha)] = agent.log_alpha
+    return params
+
+
+@pytest.mark.parametrize("curl", [True, False])
+def test_every_parameter_belongs_to_exactly_one_optimizer(curl):
+    agent = make_agent(curl=curl)
+    owners = {}
+    for name, opt in agent.optimizers.items():
+        for group in opt.param_groups:
+            for p in group["params"]:
+                assert id(p) not in owners, f"parameter in both {owners[id(p)]} and {name}"
+                owners[id(p)] = name
+    assert set(owners) == set(trainable(agent))
+    assert ("curl" in agent.optimizers) == curl
+    # targets are never optimised
+    target_ids = {id(p) for m in (agent.encoder_target, agent.q_target) for p in m.parameters()}
+    assert not target_ids & set(owners)
+
+
+@pytest.mark.parametrize("mode,encoder_steps", [("fused", 1), ("exact", 2)])
+def test_optimizer_steps_per_update(mode, encoder_steps):
+    agent = make_agent(update_mode=mode)
+    batch = make_batch()
+    agent.update(batch)
+    agent.update(batch)  # second update also steps actor and alpha (every 2)
+    expected = {"encoder": 2 * encoder_steps, "critic": 2, "curl": 2, "actor": 1, "alpha": 1}
+    for name, opt in agent.optimizers.items():
+        for group in opt.param_groups:
+            for p in group["params"]:
+                assert int(opt.state[p]["step"]) == expected[name], (name, mode)
+
+
+def test_actor_conv_is_the_critic_conv_and_the_actor_loss_does_not_train_it():
+    agent = make_agent()
+    actor_params = {id(p) for g in agent.optimizers["actor"].param_groups for p in g["params"]}
+    assert not actor_params & {id(p) for p in agent.encoder.conv.parameters()}
+    obs = make_batch()["obs"][0]
+    before = agent.act(obs)
+    with torch.no_grad():
+        agent.encoder.conv.net[0].weight.mul_(2.0)  # the critic's conv drives the actor too
+    assert not np.allclose(before, agent.act(obs))
+    h = agent.encoder.conv(torch.as_tensor(make_batch()["obs"][:, :, :20, :20])).detach()
+    agent.encoder.zero_grad(set_to_none=True)
+    agent._update_actor_and_alpha(h)
+    assert all(p.grad is None for p in agent.encoder.conv.parameters())
+
+
+def test_targets_move_only_by_ema_every_second_update():
+    agent = make_agent()
+    batch = make_batch()
+    tq0 = [p.clone() for p in agent.q_target.parameters()]
+    agent.update(batch)
+    assert all(torch.equal(a, b) for a, b in zip(tq0, agent.q_target.parameters()))
+    agent.update(batch)
+    for old, new, online in zip(tq0, agent.q_target.parameters(), agent.q.parameters()):
+        torch.testing.assert_close(new, 0.99 * old + 0.01 * online.detach())
+
+
+def test_act_is_in_bounds_and_deterministic_without_sampling():
+    agent = make_agent()
+    obs = make_batch()["obs"]
+    a = agent.act(obs[0])
+    assert a.shape == (2,) and np.all(np.abs(a) <= 1)
+    np.testing.assert_array_equal(a, agent.act(obs[0]))
+    assert agent.act(obs).shape == (16, 2)
+
+
+def _params(agent):
+    return {f"{m}.{k}": v.detach().clone() for m, mod in agent.modules().items() for k, v in mod.state_dict().items()}
+
+
+@pytest.mark.parametrize("mode", ["fused", "exact"])
+def test_state_dict_roundtrip_continues_identically(mode):
+    a, b = make_agent(update_mode=mode), make_agent(seed=7, update_mode=mode)
+    batch = make_batch()
+    a.update(batch)
+    buf = io.BytesIO()
+    torch.save(a.state_dict(), buf)
+    buf.seek(0)
+    b.load_state_dict(torch.load(buf, weights_only=True))
+    for agent in (a, b):
+        torch.manual_seed(123)
+        agent.metrics = agent.update(make_batch(1))
+    assert a.metrics == b.metrics
+    pa, pb = _params(a), _params(b)
+    assert all(torch.equal(pa[k], pb[k]) for k in pa)
+
+
+def test_curl_false_is_pixel_sac_with_crops():
+    agent = make_agent(curl=False)
+    m = agent.update(make_batch())
+    assert agent.curl_head is None and "curl_loss" not in m and np.isfinite(m["critic_loss"])
+
+
+def plain_exact_update(agent: CurlSacAgent, batch: dict) -> dict:
+    """The reference's update written step by step: one network call per use, no sharing.
+
+    Same order and RNG draws as the agent: crops of obs, next_obs, positive; critic
+    step; actor/alpha step; CURL step on a fresh anchor pass; EMA last.
+    """
+    cfg, g = agent.cfg, agent.generator
+    b = {k: torch.as_tensor(v) for k, v in batch.items()}
+    agent.updates += 1
+    obs = random_crop(b["obs"], cfg.crop_size, g)
+    next_obs = random_crop(b["next_obs"], cfg.crop_size, g)
+    out = {}
+    with torch.no_grad():
+        _, next_pi, next_log_pi, _ = agent.actor(agent.actor_head(agent.encoder.conv(next_obs)))
+        pos = random_crop(b["obs"], cfg.crop_size, g)
+        tq1, tq2 = agent.q_target(agent.encoder_target(next_obs), next_pi)
+        target = b["reward"] + b["not_done"] * cfg.discount * (torch.min(tq1, tq2) - agent.alpha * next_log_pi)
+    q1, q2 = agent.q(agent.encoder(obs), b["action"])
+    critic_loss = F.mse_loss(q1, target) + F.mse_loss(q2, target)
+    for n in ("encoder", "critic"):
+        agent.optimizers[n].zero_grad(set_to_none=True)
+    critic_loss.backward()
+    agent.optimizers["encoder"].step()
+    agent.optimizers["critic"].step()
+    out["critic_loss"] = critic_loss.item()
+    if agent.updates % cfg.actor_update_every == 0:
+        _, pi, log_pi, _ = agent.actor(agent.actor_head(agent.encoder.conv(obs).detach()))
+        q1, q2 = agent.q(agent.encoder(obs, detach_conv=True), pi)
+        actor_loss = (agent.alpha.detach() * log_pi - torch.min(q1, q2)).mean()
+        agent.optimizers["actor"].zero_grad(set_to_none=True)
+        actor_loss.backward()
+        agent.optimizers["actor"].step()
+        alpha_loss = (agent.alpha * (-log_pi - agent.target_entropy).detach()).mean()
+        agent.optimizers["alpha"].zero_grad(set_to_none=True)
+        alpha_loss.backward()
+        agent.optimizers["alpha"].step()
+        out.update(actor_loss=actor_loss.item(), alpha_loss=alpha_loss.item())
+    z_anchor = agent.encoder(obs)
+    with torch.no_grad():
+        z_pos = agent.encoder_target(pos)
+    curl_loss = agent.curl_head.loss(z_anchor, z_pos)
+    agent.optimizers["encoder"].zero_grad(set_to_none=True)
+    agent.optimizers["curl"].zero_grad(set_to_none=True)
+    curl_loss.backward()
+    agent.optimizers["encoder"].step()
+    agent.optimizers["curl"].step()
+    out["curl_loss"] = curl_loss.item()
+    if agent.updates % cfg.target_update_every == 0:
+        ema_update(agent.q_target, agent.q, cfg.critic_tau)
+        ema_update(agent.encoder_target, agent.encoder, cfg.encoder_tau)
+    return out
+
+
+def test_exact_mode_equals_the_plain_step_by_step_update():
+    fast, plain = make_agent(update_mode="exact"), make_agent(update_mode="exact", channels_last=False)
+    for step in range(4):
+        batch = make_batch(step)
+        torch.manual_seed(step)
+        m_fast = fast.update(batch)
+        torch.manual_seed(step)
+        m_plain = plain_exact_update(plain, batch)
+        for k, v in m_plain.items():
+            assert m_fast[k] == pytest.approx(v, rel=1e-4, abs=1e-5), (step, k)
+    pf, pp = _params(fast), _params(plain)
+    for k in pf:
+        torch.testing.assert_close(pf[k], pp[k], rtol=1e-4, atol=1e-5, msg=k)

@@ -1,0 +1,62 @@
+"""Config layering and validation: every mistake names its key."""
+import pytest
+
+from curlrl.config import TrainConfig, parse_overrides, resolve
+from curlrl.errors import ConfigError
+
+
+def test_task_config_then_overrides():
+    cfg = resolve("cartpole-swingup", overrides=["batch_size=128", "curl=false", "critic_lr=3e-4"])
+    assert (cfg.action_repeat, cfg.init_steps, cfg.batch_size, cfg.curl) == (8, 8000, 128, False)
+    assert cfg.critic_lr == pytest.approx(3e-4)
+    cheetah = resolve("cheetah-run")
+    assert (cheetah.action_repeat, cheetah.encoder_lr, cheetah.batch_size) == (4, 0.0002, 512)
+
+
+@pytest.mark.parametrize("task,repeat", [("finger-spin", 2), ("walker-walk", 2), ("reacher-easy", 4),
+                                         ("ball_in_cup-catch", 4), ("cheetah-run", 4), ("cartpole-swingup", 8)])
+def test_paper_action_repeats(task, repeat):
+    cfg = resolve(task)
+    assert cfg.action_repeat == repeat and cfg.init_steps == 1000 * repeat and cfg.batch_size == 512
+
+
+def test_config_file_layer(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("batch_size: 64\nenv_steps: 2e4\n")
+    cfg = resolve("cartpole-swingup", str(f), ["batch_size=32"])
+    assert cfg.batch_size == 32 and cfg.env_steps == 20000
+
+
+@pytest.mark.parametrize("override,match", [
+    (["batch_sise=128"], "unknown config key 'batch_sise' \\(did you mean 'batch_size'\\?\\)"),
+    (["batch_size=big"], "'batch_size' must be int"),
+    (["curl=maybe"], "'curl' must be bool"),
+    (["batch_size=1.5"], "'batch_size' must be int"),
+    (["batch_size=0"], "'batch_size' must be > 0"),
+    (["encoder_tau=1.5"], "'encoder_tau' must be in"),
+    (["eval_every=1001"], "'eval_every' \\(1001\\) must be a multiple of action_repeat"),
+    (["crop_size=120"], "'crop_size'"),
+    (["update_mode=fast"], "'update_mode'"),
+    (["device=tpu"], "'device'"),
+    (["nokey"], "key=value"),
+])
+def test_bad_overrides_name_the_key(override, match):
+    with pytest.raises(ConfigError, match=match):
+        resolve("cartpole-swingup", overrides=override)
+
+
+def test_bad_config_files(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("batch_size: [1, 2\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        resolve("cartpole-swingup", str(bad))
+    bad.write_text("- just\n- a list\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        resolve("cartpole-swingup", str(bad))
+    with pytest.raises(ConfigError, match="cannot read"):
+        resolve("cartpole-swingup", str(tmp_path / "missing.yaml"))
+
+
+def test_overrides_parse_yaml_scalars():
+    assert parse_overrides(["a=1", "b=0.5", "c=true", "d=cpu", "e=1e-3"]) == dict(a=1, b=0.5, c=True, d="cpu", e="1e-3")
+    assert TrainConfig().env_steps == 100_000

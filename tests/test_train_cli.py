@@ -1,0 +1,150 @@
+"""End to end through the `curlrl` command: artifacts, resume after kill -9, user mistakes."""
+import csv
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+TINY = ["image_size=48", "crop_size=40", "batch_size=16", "hidden_dim=64", "num_filters=8", "feature_dim=16",
+        "init_steps=800", "eval_every=800", "eval_episodes=1", "checkpoint_every=1000",
+        "replay_capacity=5000", "threads=1"]
+
+
+def curlrl(*args, timeout=300, **kw):
+    return subprocess.run([sys.executable, "-m", "curlrl.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, **kw)
+
+
+def rows(path):
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory):
+    run = tmp_path_factory.mktemp("runs") / "full"
+    res = curlrl("train", "cartpole-swingup", "--run-dir", str(run), "env_steps=3200", *TINY)
+    assert res.returncode == 0, res.stderr
+    return run, res
+
+
+def test_train_writes_every_artifact(full_run):
+    run, res = full_run
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    assert cfg["task"] == "cartpole-swingup" and cfg["action_repeat"] == 8 and cfg["batch_size"] == 16
+    evals = rows(run / "eval.csv")
+    assert [int(r["env_step"]) for r in evals] == [0, 800, 1600, 2400, 3200]  # exactly at multiples
+    assert {"task", "seed", "env_step", "agent_step", "updates", "return"} <= set(evals[0])
+    assert int(evals[-1]["updates"]) == (3200 - 800) // 8 and int(evals[-1]["agent_step"]) == 400
+    train = rows(run / "train.csv")
+    assert [int(r["env_step"]) for r in train] == [1000, 2000, 3000]
+    assert all(r["task"] == "cartpole-swingup" and r["seed"] == "0" for r in train)
+    assert float(train[-1]["critic_loss"]) >= 0 and train[-1]["curl_loss"] != ""
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    acc = EventAccumulator(str(run))
+    acc.Reload()
+    assert [e.step for e in acc.Scalars("eval/return")] == [0, 800, 1600, 2400, 3200]
+    assert "train/return" in acc.Tags()["scalars"]
+
+    import imageio.v3 as iio
+    video = iio.imread(run / "videos" / "eval_0003200.mp4")
+    assert video.shape == (125, 48, 48, 3)  # one frame per agent step of the filmed episode
+
+    ckpt = torch.load(run / "checkpoints" / "latest.pt", weights_only=True)
+    assert ckpt["counters"]["env_step"] == 3200 and ckpt["agent"]["updates"] == 300
+    assert "curlrl: cartpole-swingup seed 0: 3200 env steps (400 agent steps, 300 updates)" in res.stdout
+
+
+def test_eval_command_reports_and_films(full_run, tmp_path):
+    run = tmp_path / "copy"
+    shutil.copytree(full_run[0], run)
+    res = curlrl("eval", str(run), "--episodes", "2")
+    assert res.returncode == 0, res.stderr
+    assert "cartpole-swingup @ 3200 env steps: return" in res.stdout
+    assert (run / "videos" / "final_eval_0003200.mp4").stat().st_size > 0
+
+
+def test_resume_after_kill_9_continues_like_the_uninterrupted_run(full_run, tmp_path):
+    run = tmp_path / "killed"
+    args = [sys.executable, "-m", "curlrl.cli", "train", "cartpole-swingup", "--run-dir", str(run),
+            "env_steps=3200", *TINY]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ckpt = run / "checkpoints" / "latest.pt"
+    deadline = time.time() + 240
+    while not ckpt.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    time.sleep(1.0)  # let it run past the checkpoint: rows after it must not be duplicated
+    assert proc.poll() is None, "run ended before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    killed_at = torch.load(ckpt, weights_only=True)["counters"]["env_step"]
+    assert 0 < killed_at < 3200
+
+    res = curlrl("train", "--resume", "--run-dir", str(run))
+    assert res.returncode == 0, res.stderr
+    full = full_run[0]
+    for name, cols in (("eval.csv", ["env_step", "updates", "return"]),
+                       ("train.csv", ["env_step", "updates", "episode", "return", "critic_loss", "curl_loss"])):
+        got = [[r[c] for c in cols] for r in rows(run / name)]
+        want = [[r[c] for c in cols] for r in rows(full / name)]
+        assert got == want, name  # same counters and, on the CPU, the very same numbers
+    a = torch.load(run / "checkpoints" / "latest.pt", weights_only=True)["agent"]["modules"]["encoder"]
+    b = torch.load(full / "checkpoints" / "latest.pt", weights_only=True)["agent"]["modules"]["encoder"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resume_can_extend_a_finished_run(full_run, tmp_path):
+    run = tmp_path / "ext"
+    shutil.copytree(full_run[0], run)
+    res = curlrl("train", "--resume", "--run-dir", str(run), "env_steps=4000")
+    assert res.returncode == 0, res.stderr
+    assert [int(r["env_step"]) for r in rows(run / "eval.csv")][-2:] == [3200, 4000]
+
+
+def one_line_error(res, *needles):
+    assert res.returncode == 2, (res.returncode, res.stderr)
+    lines = [ln for ln in res.stderr.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("curlrl: error:"), res.stderr
+    assert "Traceback" not in res.stderr
+    for n in needles:
+        assert n in lines[0], lines[0]
+
+
+@pytest.mark.parametrize("args,needles", [
+    (["train", "cartpole-swingup", "batch_sise=32"], ["batch_sise", "batch_size"]),
+    (["train", "cartpole-swingup", "batch_size=many"], ["batch_size", "int"]),
+    (["train", "cartpole-swingup", "eval_every=1001"], ["eval_every", "multiple"]),
+    (["train", "cartpole-swing"], ["unknown task 'cartpole-swing'"]),
+    (["train", "--resume"], ["--run-dir"]),
+    (["train", "cartpole-swingup", "--config", "/nonexistent.yaml"], ["/nonexistent.yaml"]),
+    (["eval", "/nonexistent-run"], ["not a curlrl run directory"]),
+])
+def test_user_mistakes_get_one_line_and_exit_2(args, needles, tmp_path):
+    one_line_error(curlrl(*args, "--run-dir", str(tmp_path / "r")) if args[0] == "train" and "--resume" not in args
+                   else curlrl(*args), *needles)
+    assert not (tmp_path / "r").exists()
+
+
+def test_corrupt_checkpoint_is_refused_and_nothing_is_lost(full_run, tmp_path):
+    run = tmp_path / "corrupt"
+    shutil.copytree(full_run[0], run)
+    (run / "checkpoints" / "latest.pt").write_bytes(b"\x00garbage")
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    one_line_error(curlrl("train", "--resume", "--run-dir", str(run)), "corrupt")
+    one_line_error(curlrl("eval", str(run)), "corrupt")
+    assert before == {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+
+
+def test_existing_run_is_not_overwritten(full_run):
+    run = full_run[0]
+    before = (run / "eval.csv").read_bytes()
+    one_line_error(curlrl("train", "cartpole-swingup", "--run-dir", str(run), *TINY), "--resume")
+    assert (run / "eval.csv").read_bytes() == before
