@@ -4,11 +4,9 @@ import io
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 from curlrl.agents import AgentConfig, CurlSacAgent
-from curlrl.augment import random_crop
-from curlrl.ema import ema_update
+from curlrl.agents.plain import plain_update
 
 SMALL = dict(crop_size=20, feature_dim=8, num_filters=8, hidden_dim=32)
 OBS = (9, 24, 24)
@@ -125,59 +123,6 @@ def test_curl_false_is_pixel_sac_with_crops():
     assert agent.curl_head is None and "curl_loss" not in m and np.isfinite(m["critic_loss"])
 
 
-def plain_exact_update(agent: CurlSacAgent, batch: dict) -> dict:
-    """The reference's update written step by step: one network call per use, no sharing.
-
-    Same order and RNG draws as the agent: crops of obs, next_obs, positive; critic
-    step; actor/alpha step; CURL step on a fresh anchor pass; EMA last.
-    """
-    cfg, g = agent.cfg, agent.generator
-    b = {k: torch.as_tensor(v) for k, v in batch.items()}
-    agent.updates += 1
-    obs = random_crop(b["obs"], cfg.crop_size, g)
-    next_obs = random_crop(b["next_obs"], cfg.crop_size, g)
-    out = {}
-    with torch.no_grad():
-        _, next_pi, next_log_pi, _ = agent.actor(agent.actor_head(agent.encoder.conv(next_obs)))
-        pos = random_crop(b["obs"], cfg.crop_size, g)
-        tq1, tq2 = agent.q_target(agent.encoder_target(next_obs), next_pi)
-        target = b["reward"] + b["not_done"] * cfg.discount * (torch.min(tq1, tq2) - agent.alpha * next_log_pi)
-    q1, q2 = agent.q(agent.encoder(obs), b["action"])
-    critic_loss = F.mse_loss(q1, target) + F.mse_loss(q2, target)
-    for n in ("encoder", "critic"):
-        agent.optimizers[n].zero_grad(set_to_none=True)
-    critic_loss.backward()
-    agent.optimizers["encoder"].step()
-    agent.optimizers["critic"].step()
-    out["critic_loss"] = critic_loss.item()
-    if agent.updates % cfg.actor_update_every == 0:
-        _, pi, log_pi, _ = agent.actor(agent.actor_head(agent.encoder.conv(obs).detach()))
-        q1, q2 = agent.q(agent.encoder(obs, detach_conv=True), pi)
-        actor_loss = (agent.alpha.detach() * log_pi - torch.min(q1, q2)).mean()
-        agent.optimizers["actor"].zero_grad(set_to_none=True)
-        actor_loss.backward()
-        agent.optimizers["actor"].step()
-        alpha_loss = (agent.alpha * (-log_pi - agent.target_entropy).detach()).mean()
-        agent.optimizers["alpha"].zero_grad(set_to_none=True)
-        alpha_loss.backward()
-        agent.optimizers["alpha"].step()
-        out.update(actor_loss=actor_loss.item(), alpha_loss=alpha_loss.item())
-    z_anchor = agent.encoder(obs)
-    with torch.no_grad():
-        z_pos = agent.encoder_target(pos)
-    curl_loss = agent.curl_head.loss(z_anchor, z_pos)
-    agent.optimizers["encoder"].zero_grad(set_to_none=True)
-    agent.optimizers["curl"].zero_grad(set_to_none=True)
-    curl_loss.backward()
-    agent.optimizers["encoder"].step()
-    agent.optimizers["curl"].step()
-    out["curl_loss"] = curl_loss.item()
-    if agent.updates % cfg.target_update_every == 0:
-        ema_update(agent.q_target, agent.q, cfg.critic_tau)
-        ema_update(agent.encoder_target, agent.encoder, cfg.encoder_tau)
-    return out
-
-
 def test_exact_mode_equals_the_plain_step_by_step_update():
     fast, plain = make_agent(update_mode="exact"), make_agent(update_mode="exact", channels_last=False)
     for step in range(4):
@@ -185,7 +130,7 @@ def test_exact_mode_equals_the_plain_step_by_step_update():
         torch.manual_seed(step)
         m_fast = fast.update(batch)
         torch.manual_seed(step)
-        m_plain = plain_exact_update(plain, batch)
+        m_plain = plain_update(plain, batch)
         for k, v in m_plain.items():
             assert m_fast[k] == pytest.approx(v, rel=1e-4, abs=1e-5), (step, k)
     pf, pp = _params(fast), _params(plain)

@@ -1,0 +1,98 @@
+"""Time CURL-SAC updates on synthetic uint8 data of the training shape.
+
+Each timed iteration is what training does per agent step: sample a batch from a real
+ReplayBuffer (9x100x100 stacks), crop it on the device and update the agent. Modes:
+``fused`` and ``exact`` (CurlSacAgent) and ``plain`` (the same math as exact with one
+network call per use, the reference's passes). FLOPs per update are counted once with
+torch's FlopCounterMode (forward + backward of every op), so GFLOP/s is achieved work.
+
+    python benchmarks/update_speed.py --batch-size 128 --mode fused,exact,plain
+
+Ends with ``ms_per_update=<float>`` for the first mode listed.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import time
+
+import numpy as np
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from curlrl import ReplayBuffer
+from curlrl.agents import AgentConfig, CurlSacAgent
+from curlrl.agents.plain import plain_update
+
+
+def filled_replay(action_dim: int, image_size: int, transitions: int = 1500) -> ReplayBuffer:
+    rng = np.random.default_rng(0)
+    replay = ReplayBuffer(transitions, (3, image_size, image_size), action_dim, frame_stack=3, seed=0)
+    frames = rng.integers(0, 256, (64, 3, image_size, image_size), dtype=np.uint8)
+    stack = lambda t: np.concatenate([frames[(t - d) % 64] for d in (2, 1, 0)])  # noqa: E731
+    for t in range(transitions):
+        last = t % 125 == 124
+        replay.add(stack(t), rng.uniform(-1, 1, action_dim).astype(np.float32), float(rng.random()),
+                   stack(t + 1), terminated=False, truncated=last)
+    return replay
+
+
+def bench_mode(mode: str, args, replay: ReplayBuffer) -> dict:
+    torch.manual_seed(0)
+    cfg = AgentConfig(update_mode="exact" if mode == "plain" else mode, channels_last=not args.no_channels_last)
+    agent = CurlSacAgent((9, args.image_size, args.image_size), args.action_dim, cfg, device=args.device)
+    step = (lambda b: plain_update(agent, b)) if mode == "plain" else agent.update
+
+    def one():
+        step(replay.sample(args.batch_size))
+        if args.device.startswith("cuda"):
+            torch.cuda.synchronize()
+
+    for _ in range(args.warmup):
+        one()
+    with FlopCounterMode(display=False) as counter:  # two updates: one with, one without the actor step
+        one()
+        one()
+    flops = counter.get_total_flops() / 2
+    times = []
+    for _ in range(args.updates):
+        t0 = time.perf_counter()
+        one()
+        times.append(time.perf_counter() - t0)
+    ms = 1000 * statistics.median(times)
+    return dict(mode=mode, ms=ms, mean_ms=1000 * statistics.mean(times), gflop=flops / 1e9,
+                gflops_per_s=flops / 1e9 / (ms / 1000))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--mode", default="fused", help="comma list of fused, exact, plain")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--updates", type=int, default=20, help="timed updates per mode (>= 20 for quoted figures)")
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores)")
+    p.add_argument("--image-size", type=int, default=100)
+    p.add_argument("--action-dim", type=int, default=1, help="1 = cartpole; 6 = cheetah/walker")
+    p.add_argument("--no-channels-last", action="store_true")
+    args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    modes = [m.strip() for m in args.mode.split(",") if m.strip()]
+    print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+          f"threads {torch.get_num_threads()}, device {args.device}, batch {args.batch_size}, "
+          f"LD_PRELOAD={os.environ.get('LD_PRELOAD', '')!r}, channels_last={not args.no_channels_last}")
+    replay = filled_replay(args.action_dim, args.image_size)
+    results = [bench_mode(m, args, replay) for m in modes]
+    for r in results:
+        print(f"mode={r['mode']} batch={args.batch_size} median_ms={r['ms']:.1f} mean_ms={r['mean_ms']:.1f} "
+              f"gflop_per_update={r['gflop']:.1f} achieved_gflops={r['gflops_per_s']:.1f}")
+    for r in results[1:]:
+        print(f"ratio {r['mode']}/{results[0]['mode']} = {r['ms'] / results[0]['ms']:.2f}")
+    print(f"ms_per_update={results[0]['ms']:.1f}")
+
+
+if __name__ == "__main__":
+    main()
