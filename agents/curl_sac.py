@@ -105,7 +105,7 @@ class CurlSacAgent:
 
         adam = torch.optim.Adam
         self.optimizers = {
-            "encoder": adam(self.encoder.parameters(), lr=cfg.encoder_lr, betas=(cfg.critic_beta, 0.999)),
+            "encoder": self._encoder_optimizer(),
             "critic": adam(self.q.parameters(), lr=cfg.critic_lr, betas=(cfg.critic_beta, 0.999)),
             "actor": adam([*self.actor_head.parameters(), *self.actor.parameters()], lr=cfg.actor_lr,
                           betas=(cfg.actor_beta, 0.999)),
@@ -115,6 +115,25 @@ class CurlSacAgent:
             self.optimizers["curl"] = adam(self.curl_head.parameters(), lr=cfg.curl_lr)
         self.generator = torch.Generator(self.device).manual_seed(seed)
         self.updates = 0
+
+    def _encoder_optimizer(self) -> torch.optim.Optimizer:
+        # Frozen parameters (freeze_conv) are left out: no optimizer state, no weight change.
+        params = [p for p in self.encoder.parameters() if p.requires_grad]
+        return torch.optim.Adam(params, lr=self.cfg.encoder_lr, betas=(self.cfg.critic_beta, 0.999))
+
+    def init_encoder(self, state: dict[str, torch.Tensor] | None, freeze_conv: bool = False) -> None:
+        """Start from pretrained encoder weights, before the first update.
+
+        ``state`` (a :class:`PixelEncoder` state dict, or None to keep the random init)
+        goes into the critic encoder, its EMA/key copy and so the tied actor conv.
+        ``freeze_conv`` fixes the conv trunk: it leaves the encoder optimizer, which is
+        rebuilt; the Linear+LayerNorm heads, MLPs and W still learn.
+        """
+        if state is not None:
+            self.encoder.load_state_dict(state)
+            self.encoder_target.load_state_dict(state)
+        self.encoder.conv.requires_grad_(not freeze_conv)
+        self.optimizers["encoder"] = self._encoder_optimizer()
 
     @property
     def alpha(self) -> torch.Tensor:

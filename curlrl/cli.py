@@ -3,7 +3,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+from importlib import import_module
 from pathlib import Path
+
+# Modules that add subcommands: each defines register(subparsers), whose parsers set
+# `func` (a callable taking the parsed args and returning an exit code).
+EXTRA_COMMANDS: tuple[str, ...] = ("curlrl.offline_cli",)
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -21,8 +26,8 @@ def _train(args: argparse.Namespace) -> int:
     else:
         cfg = config_mod.resolve(args.task, args.config, args.overrides)
     run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / cfg.task / f"seed{cfg.seed}"
-    if not args.resume and (run_dir / "checkpoints" / "latest.pt").exists():
-        raise ConfigError(f"run dir {run_dir} already holds a run: pass --resume to continue it "
+    if not args.resume and run_dir.is_dir() and any(run_dir.iterdir()):
+        raise ConfigError(f"run dir {run_dir} is not empty: pass --resume to continue its run "
                           f"or choose another --run-dir")
     train(cfg, run_dir, resume=args.resume)
     return 0
@@ -74,6 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-video", action="store_true")
     p.add_argument("--device", default=None, help="override the run's device (e.g. cpu)")
     p.set_defaults(func=_eval)
+
+    for module in EXTRA_COMMANDS:
+        import_module(module).register(sub)
     return parser
 
 

@@ -41,14 +41,16 @@ class TrainConfig(AgentConfig):
     save_replay: bool = True         # store the replay with checkpoints for an exact resume
     video: bool = True               # write an mp4 of the first episode of each evaluation
     log_every_updates: int = 0       # also log update metrics every N updates (0: once per episode)
+    encoder_init: str = ""           # start the critic encoder from an exported .safetensors (curlrl export)
+    freeze_conv: bool = False        # keep the conv trunk fixed (ATC-style); only heads and MLPs learn
 
 
 _FIELD_TYPES = {f.name: f.type for f in fields(TrainConfig)}
 _TYPES = {"int": int, "float": float, "bool": bool, "str": str}
 
 
-def _check_type(key: str, value: Any) -> Any:
-    want = _TYPES[_FIELD_TYPES[key]] if isinstance(_FIELD_TYPES[key], str) else _FIELD_TYPES[key]
+def _check_type(key: str, value: Any, field_types: dict[str, Any] = _FIELD_TYPES) -> Any:
+    want = _TYPES[field_types[key]] if isinstance(field_types[key], str) else field_types[key]
     if want in (int, float) and isinstance(value, str):
         try:  # YAML reads 1e-3 (no dot) as a string
             value = float(value)
@@ -63,21 +65,23 @@ def _check_type(key: str, value: Any) -> Any:
     return value
 
 
-def _check_key(key: str) -> None:
-    if key not in _FIELD_TYPES:
-        close = difflib.get_close_matches(key, list(_FIELD_TYPES), n=1)
+def _check_key(key: str, field_types: dict[str, Any] = _FIELD_TYPES) -> None:
+    if key not in field_types:
+        close = difflib.get_close_matches(key, list(field_types), n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise ConfigError(f"unknown config key {key!r}{hint}")
 
 
-def apply(cfg: TrainConfig, values: dict[str, Any], source: str) -> TrainConfig:
-    """Return ``cfg`` with ``values`` applied, each key and type checked."""
+def apply(cfg: Any, values: dict[str, Any], source: str) -> Any:
+    """Return ``cfg`` (a TrainConfig or any config dataclass) with ``values`` applied,
+    each key and type checked."""
     if not isinstance(values, dict):
         raise ConfigError(f"{source}: expected a mapping of config keys, got {type(values).__name__}")
+    field_types = {f.name: f.type for f in fields(cfg)}
     updates = {}
     for key, value in values.items():
-        _check_key(str(key))
-        updates[key] = _check_type(key, value)
+        _check_key(str(key), field_types)
+        updates[key] = _check_type(key, value, field_types)
     return dataclasses.replace(cfg, **updates)
 
 

@@ -1,8 +1,16 @@
 """The pixel encoder shared by the agent, offline pretraining and probes."""
 from __future__ import annotations
 
+import json
+import os
+from pathlib import Path
+
 import torch
 from torch import nn
+
+from curlrl.errors import CheckpointError
+
+EXPORT_FORMAT = "curlrl.PixelEncoder/1"  # safetensors metadata "format" of an encoder export
 
 
 def conv_output_size(image_size: int, num_layers: int) -> int:
@@ -106,3 +114,78 @@ class PixelEncoder(nn.Module):
         return dict(obs_shape=list(self.obs_shape), feature_dim=self.feature_dim,
                     num_layers=self.num_layers, num_filters=self.num_filters,
                     output_tanh=self.output_tanh)
+
+    def save_pretrained(self, path: str | os.PathLike, source: str = "",
+                        extra_tensors: dict[str, torch.Tensor] | None = None) -> None:
+        """Write weights + metadata to a ``.safetensors`` file (temp file + rename).
+
+        Metadata (all strings): format, obs_shape (JSON list, the cropped input),
+        feature_dim, num_layers, num_filters, output_tanh, normalisation ("uint8/255":
+        uint8 pixels divided by 255, or floats already in [0, 1]) and ``source``.
+        ``extra_tensors`` (e.g. ``{"curl_head.W": W}``) are stored beside the weights.
+        """
+        from safetensors.torch import save
+
+        tensors = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+        tensors.update({k: v.detach().cpu().contiguous() for k, v in (extra_tensors or {}).items()})
+        meta = {"format": EXPORT_FORMAT, "normalisation": "uint8/255", "source": str(source),
+                **{k: json.dumps(v) for k, v in self.config().items()}}
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        with open(tmp, "wb") as fh:  # open() rather than save_file: the file gets the usual permissions
+            fh.write(save(tensors, metadata=meta))
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike, **expected) -> "PixelEncoder":
+        """Load an encoder written by :meth:`save_pretrained` / ``curlrl export``.
+
+        ``expected`` constructor arguments (e.g. ``obs_shape=(9, 84, 84)``) are checked
+        against the file's metadata. A missing file, a file that is not a curlrl
+        encoder, or one of another shape raises :class:`CheckpointError` (one line).
+        """
+        meta, tensors = read_export(path)
+        try:
+            config = {k: json.loads(meta[k]) for k in ("obs_shape", "feature_dim", "num_layers",
+                                                     "num_filters", "output_tanh")}
+        except (KeyError, ValueError):
+            raise CheckpointError(f"{path} lacks the curlrl encoder metadata (re-export it with curlrl export)") from None
+        unknown = set(expected) - set(config)
+        if unknown:
+            raise TypeError(f"from_pretrained: unknown expected argument(s) {sorted(unknown)}")
+        diff = [f"{k} {config[k]} (expected {list(v) if isinstance(v, tuple) else v})"
+                for k, v in expected.items() if (list(v) if isinstance(v, tuple) else v) != config[k]]
+        if diff:
+            raise CheckpointError(f"encoder file {path} has another shape: " + ", ".join(diff))
+        try:
+            encoder = cls(tuple(config["obs_shape"]), config["feature_dim"], config["num_layers"],
+                          config["num_filters"], bool(config["output_tanh"]))
+            encoder.load_state_dict({k: v for k, v in tensors.items() if not k.startswith("curl_head.")})
+        except (RuntimeError, ValueError, TypeError) as exc:
+            first = str(exc).strip().splitlines()[0]
+            raise CheckpointError(f"encoder file {path} does not match its metadata ({first})") from None
+        return encoder
+
+
+def read_export(path: str | os.PathLike) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
+    """(metadata, tensors) of a curlrl encoder export; CheckpointError if it is not one."""
+    from safetensors import SafetensorError, safe_open
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"encoder file {path} does not exist")
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            meta = fh.metadata() or {}
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"encoder file {path} is corrupt or not a safetensors file ({first})") from None
+    if meta.get("format") != EXPORT_FORMAT:
+        raise CheckpointError(f"{path} is not a curlrl encoder export (metadata format "
+                              f"{meta.get('format')!r}, expected {EXPORT_FORMAT!r})")
+    return meta, tensors

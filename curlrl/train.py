@@ -54,6 +54,11 @@ def build(cfg: TrainConfig, device: torch.device):
     torch.manual_seed(cfg.seed)
     agent = CurlSacAgent(env.observation_space.shape, env.action_space.shape[0], agent_config(cfg),
                          device=device, seed=cfg.seed)
+    if cfg.encoder_init or cfg.freeze_conv:
+        from curlrl.encoder import PixelEncoder
+        state = PixelEncoder.from_pretrained(cfg.encoder_init, **agent.encoder.config()).state_dict() \
+            if cfg.encoder_init else None
+        agent.init_encoder(state, freeze_conv=cfg.freeze_conv)
     return env, eval_env, agent
 
 
@@ -116,7 +121,9 @@ class Trainer:
         self.next_eval = self.next_checkpoint = 0
         self.eval_index = 0
         self.wall_offset = 0.0
+        self.t_start = time.time()  # reset when run() starts; wall_s = wall_offset + time since then
         self.last_eval: float | None = None
+        self.refill_until = 0  # after a resume without saved replay: random actions until this env step
         self.ckpt_dir = self.run_dir / "checkpoints"
         if resume:
             self._load_checkpoint()
@@ -163,7 +170,8 @@ class Trainer:
     def _load_checkpoint(self) -> None:
         path = self.ckpt_dir / "latest.pt"
         if not path.exists():
-            raise CheckpointError(f"cannot resume: no checkpoint at {path}")
+            raise CheckpointError(f"cannot resume: no checkpoint at {path} (a run that stopped before its "
+                                  f"first checkpoint cannot continue; remove {self.run_dir} to start over)")
         state = safe_load(path, map_location=self.device)
         try:
             self.agent.load_state_dict(state["agent"])
@@ -182,11 +190,13 @@ class Trainer:
             if self.replay.transitions_written != c["transitions"]:
                 raise CheckpointError(f"{replay_path} does not belong to {path} (written at another step)")
         self.replay.end_episode()  # the resumed run starts a new episode
-        self.resumed_without_replay = self.replay.transitions_written == 0
-        if self.resumed_without_replay:  # refill with random actions, as at the start
+        if self.replay.transitions_written == 0:  # refill with random actions, as at the start
             self.refill_until = self.env_step + self.cfg.init_steps
 
     # -- loop ------------------------------------------------------------------------
+    def _last_eval_text(self) -> str:
+        return "n/a" if self.last_eval is None else f"{self.last_eval:.1f}"
+
     def _wall(self) -> float:
         return self.wall_offset + time.time() - self.t_start
 
@@ -212,7 +222,6 @@ class Trainer:
         cfg, agent, env, replay = self.cfg, self.agent, self.env, self.replay
         self.t_start = time.time()
         start_step = self.env_step
-        refill_until = getattr(self, "refill_until", 0)
         bar = tqdm(total=cfg.env_steps, initial=self.env_step, unit="env step", dynamic_ncols=True,
                    disable=self.quiet, mininterval=1.0 if sys.stderr.isatty() else 30.0, file=sys.stderr)
         obs, _ = env.reset(seed=episode_seed(cfg.seed, self.episode))
@@ -221,10 +230,10 @@ class Trainer:
             while True:
                 if self.env_step >= self.next_eval:
                     self._evaluate()
-                    bar.set_postfix(eval_return=f"{self.last_eval:.1f}", updates=agent.updates, refresh=False)
+                    bar.set_postfix(eval_return=self._last_eval_text(), updates=agent.updates, refresh=False)
                 if self.env_step >= cfg.env_steps:
                     break
-                random_phase = self.env_step < cfg.init_steps or self.env_step < refill_until
+                random_phase = self.env_step < max(cfg.init_steps, self.refill_until)
                 if random_phase:
                     action = self.action_rng.uniform(-1.0, 1.0, env.action_space.shape).astype(np.float32)
                 else:
@@ -241,8 +250,7 @@ class Trainer:
                 bar.update(cfg.action_repeat)
                 if terminated or truncated:
                     self._end_episode(ep_return, self.env_step - ep_start, ep_metrics, time.time() - t_ep)
-                    bar.set_postfix(ep_return=f"{ep_return:.1f}", eval_return=
-                                    "-" if self.last_eval is None else f"{self.last_eval:.1f}",
+                    bar.set_postfix(ep_return=f"{ep_return:.1f}", eval_return=self._last_eval_text(),
                                     updates=agent.updates, refresh=False)
                     self.episode += 1
                     if self.env_step >= self.next_checkpoint:
@@ -279,7 +287,7 @@ class Trainer:
         if not self.quiet:
             took = time.time() - self.t_start
             rate = (self.env_step - start_step) / max(took, 1e-9)
-            ev = "n/a" if self.last_eval is None else f"{self.last_eval:.1f}"
+            ev = self._last_eval_text()
             print(f"\ncurlrl: {self.cfg.task} seed {self.cfg.seed}: {self.env_step} env steps "
                   f"({summary['agent_steps']} agent steps, {self.agent.updates} updates) "
                   f"in {took:.0f}s ({rate:.1f} env steps/s)\n"

@@ -146,5 +146,5 @@ def test_corrupt_checkpoint_is_refused_and_nothing_is_lost(full_run, tmp_path):
 def test_existing_run_is_not_overwritten(full_run):
     run = full_run[0]
     before = (run / "eval.csv").read_bytes()
-    one_line_error(curlrl("train", "cartpole-swingup", "--run-dir", str(run), *TINY), "--resume")
+    one_line_error(curlrl("train", "cartpole-swingup", "--run-dir", str(run), *TINY), "not empty", "--resume")
     assert (run / "eval.csv").read_bytes() == before

@@ -1,0 +1,117 @@
+"""Load the encoder of a train run, a pretrain run or an export; export it as safetensors.
+
+``curlrl export RUN_DIR --out encoder.safetensors`` writes the (critic / online) encoder
+weights with metadata (obs shape, feature_dim, num_layers, num_filters, output_tanh,
+normalisation "uint8/255", source) and, when the run has one, the CURL head's ``W`` as
+``curl_head.W``. Load it with :meth:`curlrl.encoder.PixelEncoder.from_pretrained`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from curlrl.contrastive import CurlHead
+from curlrl.encoder import PixelEncoder, read_export
+from curlrl.errors import CheckpointError, ConfigError
+
+
+@dataclass
+class LoadedEncoder:
+    """An encoder with what came with it.
+
+    ``key_encoder``: the momentum (EMA) copy when the source had one, else None.
+    ``curl_head``: the trained bilinear head when the source had one, else None.
+    ``source``: a description (path and kind) for reports and export metadata.
+    """
+
+    encoder: PixelEncoder
+    key_encoder: PixelEncoder | None
+    curl_head: CurlHead | None
+    source: str
+
+
+def _rebuild(config: dict, *states: dict | None) -> list[PixelEncoder | None]:
+    out = []
+    for state in states:
+        if state is None:
+            out.append(None)
+            continue
+        enc = PixelEncoder(**config)
+        enc.load_state_dict(state)
+        out.append(enc.eval())
+    return out
+
+
+def _head(state: dict | None, feature_dim: int) -> CurlHead | None:
+    if state is None:
+        return None
+    head = CurlHead(feature_dim)
+    head.load_state_dict(state)
+    return head.eval()
+
+
+def load_encoder(spec: str | Path, map_location: str = "cpu") -> LoadedEncoder:
+    """Encoder of a train run dir, a pretrain run dir or a ``.safetensors`` export."""
+    from curlrl import config as config_mod
+    from curlrl.checkpoint import safe_load
+
+    path = Path(spec)
+    if path.is_file():
+        meta, tensors = read_export(path)
+        encoder = PixelEncoder.from_pretrained(path).eval()
+        head = None
+        if "curl_head.W" in tensors:
+            head = _head({"W": tensors["curl_head.W"]}, encoder.feature_dim)
+        return LoadedEncoder(encoder, None, head, f"{path} ({meta.get('source', '')})")
+    if not path.is_dir():
+        raise ConfigError(f"encoder {spec} is neither a run directory nor a .safetensors file")
+    if not (path / "config.yaml").is_file():
+        raise ConfigError(f"{path} is not a curlrl run directory (no config.yaml)")
+    state = safe_load(path / "checkpoints" / "latest.pt", map_location=map_location)
+    try:
+        if isinstance(state, dict) and "kind" in state:  # pretrain run
+            from curlrl.pretrain import resolve as resolve_pretrain
+            cfg = resolve_pretrain(None, base=config_mod.load_yaml(path / "config.yaml"))
+            config = dict(obs_shape=(3 * cfg.frame_stack, cfg.crop_size, cfg.crop_size),
+                          feature_dim=cfg.feature_dim, num_layers=cfg.num_layers, num_filters=cfg.num_filters,
+                          output_tanh=cfg.encoder_tanh)
+            enc, key = _rebuild(config, state["encoder"], state["key_encoder"])
+            head = _head(state["curl_head"], cfg.feature_dim)
+            kind = f"pretrain run, {state['step']} updates"
+        else:  # train run
+            cfg = config_mod.resolve(None, base=config_mod.load_yaml(path / "config.yaml"))
+            mods = state["agent"]["modules"]
+            config = dict(obs_shape=(3 * cfg.frame_stack, cfg.crop_size, cfg.crop_size),
+                          feature_dim=cfg.feature_dim, num_layers=cfg.num_layers, num_filters=cfg.num_filters,
+                          output_tanh=cfg.encoder_tanh)
+            enc, key = _rebuild(config, mods["encoder"], mods.get("encoder_target"))
+            head = _head(mods.get("curl_head"), cfg.feature_dim)
+            kind = f"train run, {state['counters']['env_step']} env steps"
+    except (KeyError, RuntimeError, TypeError, ValueError, AttributeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"checkpoint in {path} does not match its config ({first})") from None
+    return LoadedEncoder(enc, key, head, f"{path} ({kind})")
+
+
+def export_encoder(run_dir: str | Path, out: str | Path, quiet: bool = False) -> Path:
+    """Write the run's encoder (+ CURL head W) to ``out`` (.safetensors), atomically."""
+    out = Path(out)
+    if out.suffix != ".safetensors":
+        raise ConfigError(f"--out {out} must end in .safetensors")
+    loaded = load_encoder(run_dir)
+    extra = {"curl_head.W": loaded.curl_head.W} if loaded.curl_head is not None else None
+    loaded.encoder.save_pretrained(out, source=loaded.source, extra_tensors=extra)
+    if not quiet:
+        cfg = loaded.encoder.config()
+        print(f"curlrl: wrote {out}: encoder {cfg['obs_shape']} -> {cfg['feature_dim']} features "
+              f"from {loaded.source}")
+    return out
+
+
+def random_encoder(obs_shape: tuple[int, int, int], seed: int = 0, **kwargs) -> PixelEncoder:
+    """A randomly initialised encoder (the probe's baseline), reproducible by ``seed``."""
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return PixelEncoder(obs_shape, **kwargs).eval()

@@ -1,0 +1,102 @@
+"""Subcommands of the offline workflow: collect -> pretrain -> probe -> export."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def _collect(args: argparse.Namespace) -> int:
+    from curlrl.datasets import collect
+
+    collect(args.task, args.episodes, args.out, policy=args.policy, image_size=args.image_size,
+            action_repeat=args.action_repeat, seed=args.seed)
+    return 0
+
+
+def _pretrain(args: argparse.Namespace) -> int:
+    from curlrl import config as config_mod
+    from curlrl.errors import ConfigError
+    from curlrl.pretrain import pretrain, resolve
+
+    data_dir, overrides = args.data_dir, list(args.overrides or [])
+    if data_dir and "=" in data_dir and not Path(data_dir).exists():  # `pretrain --resume --run-dir X steps=9`
+        overrides.insert(0, data_dir)
+        data_dir = None
+    run_dir = Path(args.run_dir)
+    if args.resume:
+        saved = run_dir / "config.yaml"
+        if not saved.is_file():
+            raise ConfigError(f"cannot resume: {saved} does not exist")
+        cfg = resolve(data_dir, overrides, base=config_mod.load_yaml(saved))
+    else:
+        if (run_dir / "checkpoints" / "latest.pt").exists():
+            raise ConfigError(f"run dir {run_dir} already holds a pretrain run: pass --resume to continue it "
+                              f"or choose another --run-dir")
+        cfg = resolve(data_dir, overrides)
+    pretrain(cfg, run_dir, resume=args.resume)
+    return 0
+
+
+def _probe(args: argparse.Namespace) -> int:
+    from curlrl.probe import run_probe
+
+    run_probe(args.encoder, args.data_dir, out=args.out, holdout=args.holdout, split_seed=args.split_seed,
+              with_random=args.with_random, frame_stack=args.frame_stack, crop_size=args.crop_size,
+              seed=args.seed, ridge_alpha=args.ridge_alpha, knn_k=args.knn_k, threads=args.threads)
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from curlrl.export import export_encoder
+
+    export_encoder(args.run_dir, args.out)
+    return 0
+
+
+def register(sub) -> None:
+    """Add collect, pretrain, probe and export to the ``curlrl`` subparsers."""
+    p = sub.add_parser("collect", help="collect pixel episodes (+ true state) from a task into .npz files",
+                       description="Episodes as .npz (pixels (T+1,3,H,W) uint8 single frames, state, action, "
+                                   "reward) plus manifest.json. Example: curlrl collect cartpole-swingup "
+                                   "--episodes 40 --out data/cartpole")
+    p.add_argument("task", help="DOMAIN-TASK, e.g. cartpole-swingup")
+    p.add_argument("--episodes", type=int, required=True)
+    p.add_argument("--out", required=True, help="dataset folder (must not hold a dataset yet)")
+    p.add_argument("--policy", default="random", help="'random' (default) or a train run directory")
+    p.add_argument("--image-size", type=int, default=None, help="rendered frame size (default 100)")
+    p.add_argument("--action-repeat", type=int, default=None,
+                   help="env steps per agent step (default: the task's, e.g. 8 for cartpole)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_collect)
+
+    p = sub.add_parser("pretrain", help="contrastive (CURL/ATC) pretraining of the encoder on a dataset",
+                       description="Example: curlrl pretrain data/cartpole steps=2000 batch_size=128 "
+                                   "--run-dir runs/pretrain/cartpole. Keys: see curlrl.pretrain.PretrainConfig.")
+    p.add_argument("data_dir", nargs="?", help="dataset folder (optional with --resume)")
+    p.add_argument("overrides", nargs="*", help="config overrides key=value (steps, batch_size, positive, ...)")
+    p.add_argument("--run-dir", required=True)
+    p.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its checkpoint")
+    p.set_defaults(func=_pretrain)
+
+    p = sub.add_parser("probe", help="linear/kNN probes of a frozen encoder on the true state",
+                       description="ENCODER: a train run dir, a pretrain run dir, a .safetensors export, "
+                                   "or 'random'. Writes probe.json and probe.md.")
+    p.add_argument("encoder")
+    p.add_argument("data_dir")
+    p.add_argument("--out", default=None, help="output folder (default RUN_DIR/probe, FILE.probe/, probe-random/)")
+    p.add_argument("--with-random", action="store_true", help="add a randomly initialised encoder as a baseline row")
+    p.add_argument("--holdout", type=float, default=0.2, help="fraction of episodes held out (default 0.2)")
+    p.add_argument("--split-seed", type=int, default=0, help="episode split seed (same default as pretrain)")
+    p.add_argument("--frame-stack", type=int, default=3, help="for ENCODER=random")
+    p.add_argument("--crop-size", type=int, default=84, help="for ENCODER=random")
+    p.add_argument("--seed", type=int, default=0, help="init seed of random encoders")
+    p.add_argument("--ridge-alpha", type=float, default=None,
+                   help="ridge penalty on standardised features (default: chosen on training episodes)")
+    p.add_argument("--knn-k", type=int, default=5)
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: all)")
+    p.set_defaults(func=_probe)
+
+    p = sub.add_parser("export", help="export a run's encoder as .safetensors (weights + metadata)")
+    p.add_argument("run_dir", help="a train or pretrain run directory")
+    p.add_argument("--out", required=True, help="output file, e.g. encoder.safetensors")
+    p.set_defaults(func=_export)

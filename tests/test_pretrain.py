@@ -1,0 +1,119 @@
+"""`curlrl pretrain`: typed config, the shared core modules, logs, checkpoints and resume."""
+from __future__ import annotations
+
+import csv
+
+import pytest
+import torch
+
+import curlrl.augment
+import curlrl.contrastive
+import curlrl.ema
+import curlrl.encoder
+from curlrl import pretrain as pretrain_mod
+from curlrl.checkpoint import safe_load
+from curlrl.cli import main
+from curlrl.errors import ConfigError
+from curlrl.pretrain import Pretrainer, PretrainConfig, pretrain, resolve
+
+import offline_data
+
+
+@pytest.fixture(scope="session")
+def dataset(tmp_path_factory):
+    return offline_data.shared(tmp_path_factory)
+
+
+def tiny(data, *extra):
+    return resolve(str(data), offline_data.SMALL + ["batch_size=16", "log_every=2", "checkpoint_every=3", *extra])
+
+
+def test_uses_the_core_modules_not_copies():
+    assert pretrain_mod.random_crop is curlrl.augment.random_crop
+    assert pretrain_mod.CurlHead is curlrl.contrastive.CurlHead
+    assert pretrain_mod.ema_update is curlrl.ema.ema_update
+    assert pretrain_mod.PixelEncoder is curlrl.encoder.PixelEncoder
+
+
+@pytest.mark.parametrize("override, message", [
+    ("stepz=10", "unknown config key 'stepz' (did you mean 'steps'?)"),
+    ("steps=ten", "config key 'steps' must be int"),
+    ("encoder_lr=fast", "config key 'encoder_lr' must be float"),
+    ("positive=rotate", "config key 'positive' must be 'augment' or 'temporal'"),
+    ("batch_size=1", "config key 'batch_size' must be >= 2"),
+    ("encoder_tau=0", "config key 'encoder_tau' must be in (0, 1]"),
+])
+def test_config_is_strict(override, message):
+    with pytest.raises(ConfigError) as exc:
+        resolve("data", [override])
+    assert message in str(exc.value)
+
+
+def test_config_defaults_match_the_agent():
+    cfg = PretrainConfig()
+    assert (cfg.frame_stack, cfg.crop_size, cfg.feature_dim, cfg.num_layers, cfg.num_filters) == (3, 84, 50, 4, 32)
+    assert (cfg.encoder_tau, cfg.positive) == (0.05, "augment")
+
+
+@pytest.mark.parametrize("positive", ["augment", "temporal"])
+def test_pretrain_writes_logs_checkpoint_and_config(dataset, tmp_path, positive):
+    run = tmp_path / "run"
+    summary = pretrain(tiny(dataset, "steps=4", f"positive={positive}", "temporal_offset=2"), run, quiet=True)
+    assert summary["steps"] == 4 and summary["holdout_episodes"] == 2
+    rows = list(csv.DictReader(open(run / "pretrain.csv")))
+    assert [int(r["step"]) for r in rows] == [2, 4]
+    assert {"loss", "accuracy", "samples_per_s", "wall_s"} <= set(rows[0])
+    assert list(run.glob("events.out.tfevents.*")) and (run / "config.yaml").is_file()
+    state = safe_load(run / "checkpoints" / "latest.pt")
+    assert state["step"] == 4 and state["kind"] == pretrain_mod.CHECKPOINT_KIND
+    assert not list((run / "checkpoints").glob(".*"))
+
+
+def test_temporal_positive_is_the_stack_k_steps_later(dataset, tmp_path):
+    trainer = Pretrainer(tiny(dataset, "positive=temporal", "temporal_offset=3"), tmp_path / "run", quiet=True)
+    try:
+        trainer.rng = __import__("numpy").random.default_rng(1)
+        anchor, positive = trainer.sample()
+        d = trainer.data
+        # every anchor has its positive 3 frames later in the same episode
+        assert anchor.shape == positive.shape and not torch.equal(anchor, positive)
+        assert (d.episode[trainer.anchors + 3] == d.episode[trainer.anchors]).all()
+        held_out = set(trainer.holdout_episodes)
+        assert not held_out & set(d.episode[trainer.anchors].tolist())  # held-out episodes unseen
+    finally:
+        trainer.close()
+
+
+def test_temporal_offset_longer_than_episodes_is_an_error(dataset, tmp_path):
+    with pytest.raises(ConfigError, match="temporal_offset=60"):
+        Pretrainer(tiny(dataset, "positive=temporal", "temporal_offset=60"), tmp_path / "run", quiet=True)
+
+
+def test_resume_matches_an_uninterrupted_run(dataset, tmp_path):
+    pretrain(tiny(dataset, "steps=6"), tmp_path / "straight", quiet=True)
+    pretrain(tiny(dataset, "steps=3"), tmp_path / "resumed", quiet=True)
+    assert main(["pretrain", "--resume", "--run-dir", str(tmp_path / "resumed"), "steps=6"]) == 0
+    a = safe_load(tmp_path / "straight" / "checkpoints" / "latest.pt")
+    b = safe_load(tmp_path / "resumed" / "checkpoints" / "latest.pt")
+    assert b["step"] == 6
+    for key in ("encoder", "key_encoder", "curl_head"):
+        for name, tensor in a[key].items():
+            torch.testing.assert_close(b[key][name], tensor, rtol=0, atol=0, msg=f"{key}.{name}")
+    rows = list(csv.DictReader(open(tmp_path / "resumed" / "pretrain.csv")))
+    assert [int(r["step"]) for r in rows] == [2, 3, 4, 6]  # 3: the end of the first run
+
+
+def test_cli_refuses_to_overwrite_a_run(dataset, tmp_path, capsys):
+    run = tmp_path / "run"
+    args = ["pretrain", str(dataset), *offline_data.SMALL, "steps=2", "batch_size=16", "--run-dir", str(run)]
+    assert main(args) == 0
+    capsys.readouterr()
+    assert main(args) == 2
+    assert "already holds a pretrain run" in capsys.readouterr().err
+    assert main(["pretrain", str(dataset), "--run-dir", str(tmp_path / "r2"), "bogus=1"]) == 2
+    assert "unknown config key 'bogus'" in capsys.readouterr().err
+
+
+def test_crop_larger_than_the_dataset_frames_is_an_error(dataset, tmp_path):
+    with pytest.raises(ConfigError, match="crop_size"):
+        Pretrainer(resolve(str(dataset), ["crop_size=84", "threads=1"]), tmp_path / "run", quiet=True)
