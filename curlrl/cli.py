@@ -8,7 +8,7 @@ from pathlib import Path
 
 # Modules that add subcommands: each defines register(subparsers), whose parsers set
 # `func` (a callable taking the parsed args and returning an exit code).
-EXTRA_COMMANDS: tuple[str, ...] = ("curlrl.offline_cli",)
+EXTRA_COMMANDS: tuple[str, ...] = ("curlrl.offline_cli", "curlrl.bench_cli")
 
 
 def _train(args: argparse.Namespace) -> int:

@@ -1,0 +1,110 @@
+"""``curlrl bench`` and ``curlrl report``: registered through ``curlrl.cli.EXTRA_COMMANDS``."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from curlrl.errors import ConfigError
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from curlrl import bench
+
+    tasks, overrides = [], list(args.overrides or [])
+    for item in args.tasks or []:  # `--tasks a b key=v`: argparse hands key=v to --tasks
+        if "=" in item:
+            overrides.append(item)
+        else:
+            tasks += [t for t in item.split(",") if t]
+    extra = {}
+    for item in args.slurm_opt or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--slurm-opt {item!r} is not of the form key=value (e.g. exclude=node3)")
+        extra[key] = value
+    slurm = bench.SlurmOptions(partition=args.partition, time_min=bench.parse_time_min(args.time),
+                               gpus=args.gpus, cpus=args.cpus, mem_gb=args.mem_gb, account=args.account,
+                               qos=args.qos, constraint=args.constraint, extra=extra)
+    if args.cpus <= 0:
+        raise ConfigError(f"--cpus must be > 0, got {args.cpus}")
+    suite = bench.load_suite(args.suite)
+    try:
+        results = bench.run_bench(suite, args.out, overrides, tasks or None, args.seeds, args.workers, args.launcher,
+                                  slurm, report=lambda line: print(line, flush=True),
+                                  progress_every=args.progress_every)
+    except KeyboardInterrupt:
+        print("curlrl bench: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+    return 1 if any(r["outcome"] == "failed" for r in results) else 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from curlrl.report import make_report
+
+    try:
+        steps = [int(float(s)) for s in args.steps.split(",") if s.strip()]
+    except ValueError:
+        raise ConfigError(f"--steps {args.steps!r}: give env steps separated by commas, e.g. 100000,500000") from None
+    if not steps:
+        raise ConfigError("--steps needs at least one env step")
+    if args.reps < 10:
+        raise ConfigError(f"--reps must be >= 10, got {args.reps}")
+    out = args.out or "report"
+    path = make_report(args.paths, out, labels=args.label, steps=steps,
+                       compare_published=args.compare == "published", reps=args.reps, seed=args.seed,
+                       export=args.export_csv)
+    print(f"curlrl report: wrote {path} (and PNG plots in {path.parent})")
+    if args.export_csv:
+        print(f"curlrl report: exported eval rows to {args.export_csv}")
+    return 0
+
+
+def register(sub) -> None:
+    """Add the ``bench`` and ``report`` subcommands to the ``curlrl`` parser."""
+    p = sub.add_parser(
+        "bench", help="train many tasks x seeds (local process pool or SLURM)",
+        description="Launch one `curlrl train` per (task, seed) into OUT/runs/<task>/seed<k>. Re-running the "
+                    "same command skips finished runs and resumes interrupted ones. Example: curlrl bench "
+                    "--suite planet100k --seeds 5 --workers 2 batch_size=128 --out bench/planet100k")
+    p.add_argument("overrides", nargs="*", help="config overrides key=value for every run (win over the suite's)")
+    p.add_argument("--suite", default="planet100k",
+                   help="planet100k (six PlaNet tasks, 100k env steps), planet500k, or a suite YAML file")
+    p.add_argument("--tasks", nargs="+", help="only these tasks (space or comma separated)")
+    p.add_argument("--seeds", type=int, help="number of seeds 0..N-1 (default: the suite's; 10 for planet*)")
+    p.add_argument("--workers", type=int,
+                   help="runs at a time (local default: max(1, cores // 4); slurm default: all at once)")
+    p.add_argument("--launcher", default="local", choices=["local", "slurm", "submitit-local"],
+                   help="local: subprocess pool here; slurm: submitit jobs; submitit-local: submitit's "
+                        "local executor (a dry run of the slurm path on this machine)")
+    p.add_argument("--out", required=True, help="benchmark directory")
+    p.add_argument("--progress-every", type=float, default=300.0,
+                   help="seconds between progress lines while runs are going (0: none)")
+    g = p.add_argument_group("slurm (with --launcher slurm)")
+    g.add_argument("--partition", help="SLURM partition")
+    g.add_argument("--time", default="24:00:00",
+                   help="time limit per job (HH:MM:SS, D-HH:MM:SS, minutes); a timed-out job is re-queued and resumes")
+    g.add_argument("--gpus", type=int, help="GPUs per job")
+    g.add_argument("--cpus", type=int, default=4, help="CPUs per job; also the run's threads (default 4)")
+    g.add_argument("--mem-gb", type=float, help="memory per job in GB")
+    g.add_argument("--account", help="SLURM account")
+    g.add_argument("--qos", help="SLURM QOS")
+    g.add_argument("--constraint", help="SLURM constraint (e.g. a100)")
+    g.add_argument("--slurm-opt", action="append", metavar="KEY=VALUE", help="any further sbatch option, repeatable")
+    p.set_defaults(func=_bench)
+
+    p = sub.add_parser(
+        "report", help="Markdown + PNG report of benchmark runs (rliable statistics)",
+        description="Read every eval.csv below DIRs (or CSVs from --export-csv) and write report.md with "
+                    "per-task tables, aggregate IQM/median/mean/optimality gap with 95%% bootstrap CIs, "
+                    "performance profiles and sample-efficiency curves. Example: curlrl report bench/planet100k "
+                    "--compare published --out report/planet100k")
+    p.add_argument("paths", nargs="+", metavar="DIR_OR_CSV", help="benchmark/run directories or exported CSVs")
+    p.add_argument("--out", help="report directory (default ./report)")
+    p.add_argument("--compare", choices=["published"], help="add the published numbers side by side")
+    p.add_argument("--label", action="append",
+                   help="algorithm name instead of curl / pixel_sac_crop: once for all paths or once per path")
+    p.add_argument("--steps", default="100000,500000", help="env steps to tabulate, comma separated")
+    p.add_argument("--reps", type=int, default=5000, help="bootstrap replications (default 5000)")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap random seed")
+    p.add_argument("--export-csv", metavar="FILE", help="also write the eval rows (and settings) to FILE")
+    p.set_defaults(func=_report)
