@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One-time set-up on a fresh Debian/Ubuntu machine (idempotent, safe to re-run):
 #  1. system OpenGL libraries so MuJoCo renders headless on the CPU (Mesa EGL + OSMesa);
-#  2. a virtual environment .venv with curlrl installed (editable) and its test tools.
+#  2. a virtual environment .venv with curlrl installed (editable), its test tools and
+#     the optional Stable-Baselines3 extra (so the SB3 extractor test runs).
 # torch is pinned to 2.13.0 (the CPU wheel here); for CUDA see README "GPU".
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,5 +27,5 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
 .venv/bin/python -m pip install -q torch==2.13.0
-.venv/bin/python -m pip install -q -e ".[test]"
+.venv/bin/python -m pip install -q -e ".[test,sb3]"
 echo "setup: ready ($(.venv/bin/python -c 'import torch, curlrl; print("curlrl", curlrl.__version__, "torch", torch.__version__)'))"
