@@ -52,12 +52,17 @@ def test_agent_learns_a_pixel_bandit(mode):
 
 @pytest.mark.slow
 def test_cartpole_swingup_learns_on_cpu(tmp_path):
-    """~10 min: the quick-cpu config must lift the eval return far above a random policy (~25)."""
+    """~6 min: the quick-cpu config must lift the eval return far above the untrained policy's (~0).
+
+    Evals of 3 episodes are noisy, so the mean over the evals from 4000 env steps on is judged.
+    """
     run = tmp_path / "run"
     res = subprocess.run([sys.executable, "-m", "curlrl.cli", "train", "cartpole-swingup", "--config",
                           "configs/quick-cpu.yaml", "--run-dir", str(run)], capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     with open(run / "eval.csv") as fh:
         rows = list(csv.DictReader(fh))
-    last = [float(r["return"]) for r in rows if int(r["env_step"]) == 10000]
-    assert len(last) == 3 and np.mean(last) > 100, last
+    untrained = [float(r["return"]) for r in rows if int(r["env_step"]) == 0]
+    trained = [float(r["return"]) for r in rows if int(r["env_step"]) >= 4000]
+    assert len(trained) == 3 * 3 and np.mean(untrained) < 20, untrained
+    assert np.mean(trained) > 120, trained
