@@ -95,7 +95,7 @@ def register(sub) -> None:
     p = sub.add_parser(
         "report", help="Markdown + PNG report of benchmark runs (rliable statistics)",
         description="Read every eval.csv below DIRs (or CSVs from --export-csv) and write report.md with "
-                    "per-task tables, aggregate IQM/median/mean/optimality gap with 95%% bootstrap CIs, "
+                    "per-task tables, aggregate IQM/median/mean/optimality gap with 95% bootstrap CIs, "
                     "performance profiles and sample-efficiency curves. Example: curlrl report bench/planet100k "
                     "--compare published --out report/planet100k")
     p.add_argument("paths", nargs="+", metavar="DIR_OR_CSV", help="benchmark/run directories or exported CSVs")
