@@ -208,8 +208,9 @@ class CurlSacAgent:
         else:
             self._step(["encoder", "critic"], critic_loss)
             # Same (updated) conv weights, same input: one pass serves the actor and the anchor.
-            with torch.set_grad_enabled(self.curl_head is not None):
-                h = self.encoder.conv(obs)
+            if self.curl_head is not None or self.updates % cfg.actor_update_every == 0:
+                with torch.set_grad_enabled(self.curl_head is not None):
+                    h = self.encoder.conv(obs)
 
         if self.updates % cfg.actor_update_every == 0:
             metrics.update(self._update_actor_and_alpha(h.detach()))
