@@ -52,7 +52,7 @@ def test_agent_learns_a_pixel_bandit(mode):
 
 @pytest.mark.slow
 def test_cartpole_swingup_learns_on_cpu(tmp_path):
-    """~6 min: the quick-cpu config must lift the eval return far above the untrained policy's (~0).
+    """~3 min: the quick-cpu config must lift the eval return far above the untrained policy's (~0).
 
     Evals of 3 episodes are noisy, so the mean over the evals from 4000 env steps on is judged.
     """
