@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from curlrl.checkpoint import atomic_write_text
 from curlrl.errors import ConfigError, DatasetError
 
 MANIFEST = "manifest.json"
@@ -33,9 +34,7 @@ KEYS = ("pixels", "state", "action", "reward")
 
 def write_json_atomic(path: Path, data: Any) -> None:
     """JSON to a hidden temp file in the same folder, then rename over ``path``."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(data, indent=2) + "\n")
 
 
 def save_episode(path: Path, pixels: np.ndarray, state: np.ndarray, action: np.ndarray,

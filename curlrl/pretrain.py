@@ -31,7 +31,7 @@ import yaml
 
 from curlrl import config as config_mod
 from curlrl.augment import random_crop
-from curlrl.checkpoint import atomic_save, safe_load
+from curlrl.checkpoint import atomic_save, atomic_write_text, safe_load
 from curlrl.contrastive import CurlHead
 from curlrl.ema import ema_update
 from curlrl.encoder import PixelEncoder
@@ -141,9 +141,7 @@ class Pretrainer:
         if resume:
             self._load()
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.run_dir / ".config.yaml.tmp"
-        tmp.write_text(yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
-        tmp.replace(self.run_dir / "config.yaml")
+        atomic_write_text(self.run_dir / "config.yaml", yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
         if resume:
             truncate_csv(self.run_dir / "pretrain.csv", lambda r: int(r["step"]) <= self.step)
         self.log = CsvLog(self.run_dir / "pretrain.csv", PRETRAIN_COLUMNS)

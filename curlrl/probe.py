@@ -17,13 +17,13 @@ as ``curlrl pretrain``'s ``holdout``), so no held-out frame's neighbours leak in
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from curlrl.augment import center_crop, random_crop
+from curlrl.checkpoint import atomic_write_text
 from curlrl.errors import ConfigError, DatasetError
 
 
@@ -174,12 +174,6 @@ def markdown(results: list[dict], data_dir: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def default_out(spec: str) -> Path:
     """Where probe results go without --out: RUN_DIR/probe, <file>.probe/, or ./probe-random."""
     if spec == "random":
@@ -219,8 +213,8 @@ def run_probe(spec: str, data_dir: str | Path, out: str | Path | None = None, ho
     out = Path(out) if out else default_out(spec)
     out.mkdir(parents=True, exist_ok=True)
     report = {"data_dir": str(data_dir), "results": results}
-    _write(out / "probe.md", markdown(results, str(data_dir)))
-    _write(out / "probe.json", json.dumps(report, indent=2) + "\n")  # last: its presence means complete
+    atomic_write_text(out / "probe.md", markdown(results, str(data_dir)))
+    atomic_write_text(out / "probe.json", json.dumps(report, indent=2) + "\n")  # last: its presence means complete
     if not quiet:
         for r in results:
             acc = "n/a" if r["contrastive_accuracy"] is None else f"{r['contrastive_accuracy']:.3f}"

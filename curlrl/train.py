@@ -12,7 +12,6 @@ Run directory layout::
 from __future__ import annotations
 
 import json
-import os
 import random
 import sys
 import time
@@ -24,7 +23,7 @@ import torch
 import yaml
 
 from curlrl.agents.curl_sac import AgentConfig, CurlSacAgent
-from curlrl.checkpoint import atomic_save, safe_load
+from curlrl.checkpoint import atomic_save, atomic_write_text, safe_load
 from curlrl.config import TrainConfig
 from curlrl.errors import CheckpointError, ConfigError
 from curlrl.replay import ReplayBuffer
@@ -135,10 +134,7 @@ class Trainer:
 
     # -- files -----------------------------------------------------------------------
     def _write_config(self) -> None:
-        path = self.run_dir / "config.yaml"
-        tmp = path.with_name(".config.yaml.tmp")
-        tmp.write_text(yaml.safe_dump(asdict(self.cfg), sort_keys=False))
-        os.replace(tmp, path)
+        atomic_write_text(self.run_dir / "config.yaml", yaml.safe_dump(asdict(self.cfg), sort_keys=False))
 
     def _open_logs(self, resume: bool) -> None:
         if resume:  # drop rows written after the checkpoint; they will be written again
