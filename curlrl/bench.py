@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-import yaml
 
 from curlrl import config as config_mod
 from curlrl.errors import ConfigError, CurlrlError

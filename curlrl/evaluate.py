@@ -5,7 +5,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 from curlrl import config as config_mod
 from curlrl.checkpoint import safe_load

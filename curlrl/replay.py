@@ -131,7 +131,7 @@ class ReplayBuffer:
         t = self.rng.integers(self.first_valid, self.transitions_written, size=batch_size)
         ring = t % self.capacity
         newest, pos = self.t_frame[ring], self.t_pos[ring].astype(np.int64)
-        b, (c, h, w) = batch_size, self.frame_shape
+        b, (h, w) = batch_size, self.frame_shape[1:]
         obs = self.frames[self._stack_indices(newest, pos)].reshape(b, -1, h, w)
         next_obs = self.frames[self._stack_indices(newest + 1, pos + 1)].reshape(b, -1, h, w)
         return dict(obs=obs, action=self.action[ring], reward=self.reward[ring, None],
