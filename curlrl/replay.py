@@ -7,11 +7,16 @@ frames, and a transition keeps the absolute index of its obs' newest frame and t
 frame's position in its episode. Stacks are rebuilt at sampling time by indexing; a
 stack never reaches across an episode start: frames before the first one repeat the
 first frame, exactly as the env pads its stack at reset.
+
+With ``compress=True`` each frame is kept LZ4-compressed (lossless; rendered DMC frames
+shrink ~1.4-2.5x, see benchmarks/README.md) and decompressed when sampled, which costs a
+few ms per batch.
 """
 from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +33,7 @@ class ReplayBuffer:
         action_dim: size of the (float32) action vector.
         frame_stack: frames per observation; obs are (3 * frame_stack, H, W).
         seed: seed of the sampling generator.
+        compress: keep frames LZ4-compressed in memory (needs the ``lz4`` package).
 
     The frame ring holds ``capacity + capacity // 100 + frame_stack + 1`` frames: an
     episode of T transitions needs T + 1 frames, so the ring keeps ``capacity``
@@ -36,7 +42,7 @@ class ReplayBuffer:
     """
 
     def __init__(self, capacity: int, frame_shape: tuple[int, int, int], action_dim: int,
-                 frame_stack: int = 3, seed: int = 0) -> None:
+                 frame_stack: int = 3, seed: int = 0, compress: bool = False) -> None:
         if capacity < 1:
             raise ValueError(f"replay capacity must be >= 1, got {capacity}")
         self.capacity = int(capacity)
@@ -44,7 +50,13 @@ class ReplayBuffer:
         self.action_dim = int(action_dim)
         self.frame_stack = int(frame_stack)
         self.num_frames = self.capacity + self.capacity // 100 + self.frame_stack + 1
-        self.frames = np.zeros((self.num_frames, *self.frame_shape), dtype=np.uint8)
+        self.compress = bool(compress)
+        if self.compress:
+            self._lz4 = _lz4_block()
+            self.frames: np.ndarray | list[bytes] = [b""] * self.num_frames
+            self._newest = np.zeros(self.frame_shape, dtype=np.uint8)  # raw copy for add()'s check
+        else:
+            self.frames = np.zeros((self.num_frames, *self.frame_shape), dtype=np.uint8)
         self.t_frame = np.zeros(self.capacity, dtype=np.int64)  # abs index of obs' newest frame
         self.t_pos = np.zeros(self.capacity, dtype=np.int32)    # its position in the episode
         self.action = np.zeros((self.capacity, self.action_dim), dtype=np.float32)
@@ -62,15 +74,39 @@ class ReplayBuffer:
 
     @property
     def nbytes(self) -> int:
-        """Bytes held by the buffer's arrays."""
-        arrays = (self.frames, self.t_frame, self.t_pos, self.action, self.reward, self.not_done)
-        return sum(a.nbytes for a in arrays)
+        """Bytes held by the buffer (compressed: the bytes objects and the list's pointers)."""
+        arrays = (self.t_frame, self.t_pos, self.action, self.reward, self.not_done)
+        if self.compress:
+            frames = sum(sys.getsizeof(f) for f in self.frames) + 8 * len(self.frames)
+        else:
+            frames = self.frames.nbytes
+        return frames + sum(a.nbytes for a in arrays)
 
     def _write_frame(self, frame: np.ndarray) -> int:
         idx = self.frames_written
-        self.frames[idx % self.num_frames] = frame
+        if self.compress:
+            frame = np.ascontiguousarray(frame, dtype=np.uint8)
+            self.frames[idx % self.num_frames] = self._lz4.compress(frame.tobytes(), store_size=False)
+            self._newest[...] = frame
+        else:
+            self.frames[idx % self.num_frames] = frame
         self.frames_written += 1
         return idx
+
+    def _newest_frame(self) -> np.ndarray:
+        if self.compress:
+            return self._newest
+        return self.frames[(self.frames_written - 1) % self.num_frames]
+
+    def _decompress(self, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Each distinct ring slot decompressed once: (frames, index of each slot in frames)."""
+        unique, inverse = np.unique(slots, return_inverse=True)
+        size = int(np.prod(self.frame_shape))
+        out = np.empty((len(unique), *self.frame_shape), dtype=np.uint8)
+        for i, slot in enumerate(unique.tolist()):
+            raw = self._lz4.decompress(self.frames[slot], uncompressed_size=size)
+            out[i] = np.frombuffer(raw, dtype=np.uint8).reshape(self.frame_shape)
+        return out, inverse.reshape(slots.shape)
 
     def add(self, obs: np.ndarray, action: np.ndarray, reward: float, next_obs: np.ndarray,
             terminated: bool, truncated: bool) -> None:
@@ -82,8 +118,7 @@ class ReplayBuffer:
         """
         c = self.frame_shape[0]
         if self.episode_open:
-            last = self.frames[(self.frames_written - 1) % self.num_frames]
-            if not np.array_equal(obs[-c:], last):
+            if not np.array_equal(obs[-c:], self._newest_frame()):
                 raise ValueError("replay.add: obs does not continue the previous next_obs; "
                                  "end the episode (terminated/truncated) before starting another")
             obs_idx, pos = self.frames_written - 1, self._pos
@@ -132,14 +167,23 @@ class ReplayBuffer:
         ring = t % self.capacity
         newest, pos = self.t_frame[ring], self.t_pos[ring].astype(np.int64)
         b, (h, w) = batch_size, self.frame_shape[1:]
-        obs = self.frames[self._stack_indices(newest, pos)].reshape(b, -1, h, w)
-        next_obs = self.frames[self._stack_indices(newest + 1, pos + 1)].reshape(b, -1, h, w)
+        obs_slots = self._stack_indices(newest, pos)
+        next_slots = self._stack_indices(newest + 1, pos + 1)
+        if self.compress:  # obs and next_obs share frame_stack - 1 frames: decompress each once
+            frames, where = self._decompress(np.concatenate([obs_slots, next_slots], 1))
+            obs, next_obs = frames[where[:, :self.frame_stack]], frames[where[:, self.frame_stack:]]
+        else:
+            obs, next_obs = self.frames[obs_slots], self.frames[next_slots]
+        obs, next_obs = obs.reshape(b, -1, h, w), next_obs.reshape(b, -1, h, w)
         return dict(obs=obs, action=self.action[ring], reward=self.reward[ring, None],
                     next_obs=next_obs, not_done=self.not_done[ring, None])
 
     # -- persistence ---------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> None:
-        """Write the valid contents and counters to ``path`` (.npz) atomically."""
+        """Write the valid contents and counters to ``path`` (.npz) atomically.
+
+        A compressed buffer writes its compressed frames; :meth:`load` reads either kind
+        into either kind of buffer."""
         t0, t1 = self.first_valid, self.transitions_written
         f0 = self._oldest_frame(t0) if t1 > t0 else self.frames_written
         f_idx = np.arange(f0, self.frames_written) % self.num_frames
@@ -149,10 +193,16 @@ class ReplayBuffer:
                     transitions_written=t1, first_valid=t0, first_frame=f0,
                     episode_open=self.episode_open, pos=self._pos,
                     rng=self.rng.bit_generator.state)
+        if self.compress:
+            chunks = [self.frames[i] for i in f_idx.tolist()]
+            frames = dict(frames_lz4=np.frombuffer(b"".join(chunks), dtype=np.uint8),
+                          frame_sizes=np.array([len(c) for c in chunks], dtype=np.int64))
+        else:
+            frames = dict(frames=self.frames[f_idx])
         path = Path(path)
         tmp = path.with_name(path.name + ".tmp")
         with open(tmp, "wb") as fh:
-            np.savez(fh, frames=self.frames[f_idx], t_frame=self.t_frame[t_idx], t_pos=self.t_pos[t_idx],
+            np.savez(fh, **frames, t_frame=self.t_frame[t_idx], t_pos=self.t_pos[t_idx],
                      action=self.action[t_idx], reward=self.reward[t_idx], not_done=self.not_done[t_idx],
                      meta=np.array(json.dumps(meta)))
             fh.flush()
@@ -164,7 +214,10 @@ class ReplayBuffer:
         try:
             with np.load(path, allow_pickle=False) as data:
                 meta = json.loads(str(data["meta"]))
-                arrays = {k: data[k] for k in ("frames", "t_frame", "t_pos", "action", "reward", "not_done")}
+                names = ["t_frame", "t_pos", "action", "reward", "not_done"]
+                names += ["frames_lz4", "frame_sizes"] if "frames_lz4" in data.files else ["frames"]
+                arrays = {k: data[k] for k in names}
+                frames = self._frames_from_file(arrays)
         except (OSError, ValueError, KeyError, EOFError) as exc:
             raise CheckpointError(f"replay file {path} is unreadable or corrupt ({exc})") from None
         mine = dict(capacity=self.capacity, frame_shape=list(self.frame_shape),
@@ -173,10 +226,53 @@ class ReplayBuffer:
         if theirs != mine:
             raise CheckpointError(f"replay file {path} has shape {theirs}, expected {mine}")
         f0, t0 = meta["first_frame"], meta["first_valid"]
-        self.frames[np.arange(f0, meta["frames_written"]) % self.num_frames] = arrays["frames"]
+        slots = np.arange(f0, meta["frames_written"]) % self.num_frames
+        if len(frames) != len(slots):
+            raise CheckpointError(f"replay file {path} is corrupt ({len(frames)} frames, expected {len(slots)})")
+        if self.compress:
+            for slot, chunk in zip(slots.tolist(), frames):
+                self.frames[slot] = chunk
+            if len(slots):
+                try:
+                    self._newest[...] = self._decompress(slots[-1:])[0][0]
+                except (self._lz4.LZ4BlockError, ValueError) as exc:
+                    raise CheckpointError(f"replay file {path} is corrupt ({exc})") from None
+        else:
+            self.frames[slots] = frames
         t_idx = np.arange(t0, meta["transitions_written"]) % self.capacity
         for name in ("t_frame", "t_pos", "action", "reward", "not_done"):
             getattr(self, name)[t_idx] = arrays[name]
         self.frames_written, self.transitions_written = meta["frames_written"], meta["transitions_written"]
         self.first_valid, self.episode_open, self._pos = t0, meta["episode_open"], meta["pos"]
         self.rng.bit_generator.state = meta["rng"]
+
+    def _frames_from_file(self, arrays: dict[str, np.ndarray]) -> np.ndarray | list[bytes]:
+        """Saved frames in this buffer's storage: a uint8 array, or a list of LZ4 chunks."""
+        size = int(np.prod(self.frame_shape))
+        if "frames" in arrays:
+            raw = arrays["frames"]
+            if raw.shape[1:] != self.frame_shape:
+                raise ValueError(f"frames of shape {raw.shape[1:]}")
+            return [self._lz4.compress(f.tobytes(), store_size=False) for f in raw] if self.compress else raw
+        ends = np.cumsum(arrays["frame_sizes"]).tolist()
+        blob = arrays["frames_lz4"].tobytes()
+        chunks = [blob[a:b] for a, b in zip([0, *ends[:-1]], ends)]
+        if self.compress:
+            return chunks
+        lz4 = _lz4_block()
+        raw = np.empty((len(chunks), *self.frame_shape), dtype=np.uint8)
+        for i, chunk in enumerate(chunks):
+            try:
+                raw[i] = np.frombuffer(lz4.decompress(chunk, uncompressed_size=size), np.uint8).reshape(self.frame_shape)
+            except lz4.LZ4BlockError as exc:
+                raise ValueError(f"frame {i} does not decompress: {exc}") from None
+        return raw
+
+
+def _lz4_block():
+    """The ``lz4.block`` module (a curlrl dependency), with a clear error when it is missing."""
+    try:
+        import lz4.block
+    except ImportError:
+        raise ImportError("replay compression needs the lz4 package: pip install lz4") from None
+    return lz4.block

@@ -114,7 +114,7 @@ class Trainer:
         self.env, self.eval_env, self.agent = build(cfg, self.device)
         frame_shape = (3, cfg.image_size, cfg.image_size)
         self.replay = ReplayBuffer(cfg.replay_capacity, frame_shape, self.env.action_space.shape[0],
-                                   cfg.frame_stack, seed=cfg.seed)
+                                   cfg.frame_stack, seed=cfg.seed, compress=cfg.replay_compress)
         self.action_rng = np.random.default_rng(cfg.seed)
         self.env_step = self.episode = 0
         self.next_eval = self.next_checkpoint = 0

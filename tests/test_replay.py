@@ -117,3 +117,82 @@ def test_load_rejects_corrupt_or_mismatched_files(tmp_path):
     buf.save(tmp_path / "r.npz")
     with pytest.raises(CheckpointError, match="shape"):
         ReplayBuffer(31, (3, H, H), 2, frame_stack=K).load(tmp_path / "r.npz")
+
+
+# -- compressed frames (lz4): same samples as the raw buffer, fewer bytes -------------
+def smooth_frame(ep: int, t: int, size: int = 100) -> np.ndarray:
+    """A compressible (3, size, size) frame like a render: flat background, one moving block."""
+    f = np.full((3, size, size), 40, dtype=np.uint8)
+    f[:, size // 2:] = 90  # floor
+    x = (7 * t + 13 * ep) % (size - 10)
+    f[0, 30:40, x:x + 10] = 200 + ep
+    f[1, 30:40, x:x + 10] = t % 256
+    return f
+
+
+def test_compressed_buffer_samples_equal_the_raw_buffer_and_the_env_stacks():
+    raw = ReplayBuffer(40, (3, H, H), 2, frame_stack=K, seed=5)
+    packed = ReplayBuffer(40, (3, H, H), 2, frame_stack=K, seed=5, compress=True)
+    for buf in (raw, packed):
+        fill(buf, [6, 1, 9, 30])  # overwrites the ring
+    a, b = raw.sample(300), packed.sample(300)
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key])
+    for obs, action, next_obs in zip(b["obs"], b["action"], b["next_obs"]):
+        ep, t = int(action[0]), int(action[1])
+        np.testing.assert_array_equal(obs, stack(ep, t))
+        np.testing.assert_array_equal(next_obs, stack(ep, t + 1))
+    packed.add(stack(7, 0), np.zeros(2), 0.0, stack(7, 1), False, False)
+    with pytest.raises(ValueError, match="continue"):  # the continuity check still works
+        packed.add(stack(8, 5), np.zeros(2), 0.0, stack(8, 6), False, False)
+
+
+def test_compressed_frames_take_less_than_one_frame_per_transition():
+    cap, shape = 2000, (3, 100, 100)
+    raw = ReplayBuffer(cap, shape, action_dim=6, frame_stack=1)
+    packed = ReplayBuffer(cap, shape, action_dim=6, frame_stack=1, compress=True)
+    for buf in (raw, packed):
+        for t in range(cap + 20):
+            last = t % 100 == 99
+            buf.add(smooth_frame(0, t), np.zeros(6, np.float32), 0.0, smooth_frame(0, t + 1), False, last)
+    frame_bytes = int(np.prod(shape))
+    assert raw.nbytes / len(raw) > frame_bytes
+    assert packed.nbytes / len(packed) < frame_bytes / 6  # flat frames compress well
+    np.testing.assert_array_equal(packed.sample(4)["obs"][0].shape, shape)
+
+
+@pytest.mark.parametrize("save_compressed,load_compressed", [(True, True), (True, False), (False, True)])
+def test_save_load_across_storage_kinds(tmp_path, save_compressed, load_compressed):
+    src = ReplayBuffer(30, (3, H, H), 2, frame_stack=K, seed=3, compress=save_compressed)
+    fill(src, [9] * 5)
+    src.add(stack(9, 0), np.zeros(2), 0.0, stack(9, 1), False, False)  # an open episode
+    src.save(tmp_path / "replay.npz")
+    dst = ReplayBuffer(30, (3, H, H), 2, frame_stack=K, seed=99, compress=load_compressed)
+    dst.load(tmp_path / "replay.npz")
+    a, b = src.sample(64), dst.sample(64)
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key])
+    # the restored buffer continues the open episode (it knows its newest frame) ...
+    for buf in (src, dst):
+        buf.add(stack(9, 1), np.zeros(2), 0.0, stack(9, 2), False, False)
+    with pytest.raises(ValueError, match="continue"):  # ... and only that episode
+        dst.add(stack(3, 1), np.zeros(2), 0.0, stack(3, 2), False, False)
+    np.testing.assert_array_equal(src.sample(8)["obs"], dst.sample(8)["obs"])
+
+
+def test_compressed_load_rejects_a_corrupt_frame(tmp_path):
+    from curlrl.errors import CheckpointError
+    src = ReplayBuffer(30, (3, 20, 20), 2, frame_stack=K, compress=True)
+    for t in range(5):
+        src.add(np.concatenate([smooth_frame(0, t, 20)] * K), np.zeros(2), 0.0,
+                np.concatenate([smooth_frame(0, t + 1, 20)] * K), False, t == 4)
+    src.save(tmp_path / "r.npz")
+    with np.load(tmp_path / "r.npz") as data:
+        arrays = {k: data[k] for k in data.files}
+    arrays["frame_sizes"][-1] -= 3  # truncate the last frame's chunk
+    arrays["frames_lz4"] = arrays["frames_lz4"][:-3]
+    np.savez(tmp_path / "bad.npz", **arrays)
+    with pytest.raises(CheckpointError, match="corrupt"):
+        ReplayBuffer(30, (3, 20, 20), 2, frame_stack=K, compress=True).load(tmp_path / "bad.npz")
+    with pytest.raises(CheckpointError, match="corrupt"):
+        ReplayBuffer(30, (3, 20, 20), 2, frame_stack=K).load(tmp_path / "bad.npz")
