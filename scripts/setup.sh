@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One-time set-up on a fresh Debian/Ubuntu machine (idempotent, safe to re-run):
-#  1. system OpenGL libraries so MuJoCo renders headless on the CPU (Mesa EGL + OSMesa);
+#  1. system OpenGL libraries so MuJoCo renders headless on the CPU (Mesa EGL + OSMesa),
+#     and tcmalloc, which `curlrl train` preloads when present (faster updates on CPU);
 #  2. a virtual environment .venv with curlrl installed (editable), its test tools and
 #     the optional Stable-Baselines3 extra (so the SB3 extractor test runs).
 # torch is pinned to 2.13.0 (the CPU wheel here); for CUDA see README "GPU".
@@ -8,15 +9,17 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 have_gl() { ldconfig -p 2>/dev/null | grep -qE 'libEGL_mesa\.so|libOSMesa\.so'; }
-if ! have_gl; then
+have_tcmalloc() { ldconfig -p 2>/dev/null | grep -q 'libtcmalloc_minimal\.so'; }
+if ! have_gl || ! have_tcmalloc; then
   if command -v apt-get >/dev/null 2>&1; then
     SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
-    echo "setup: installing headless OpenGL (Mesa EGL + OSMesa) with apt-get"
+    echo "setup: installing headless OpenGL (Mesa EGL + OSMesa) and tcmalloc with apt-get"
     $SUDO apt-get update -qq
     $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-      libegl1 libegl-mesa0 libgl1-mesa-dri libosmesa6 >/dev/null
+      libegl1 libegl-mesa0 libgl1-mesa-dri libosmesa6 libtcmalloc-minimal4 >/dev/null
   else
-    echo "setup: no apt-get: install EGL (Mesa) or OSMesa with your package manager" >&2
+    echo "setup: no apt-get: install EGL (Mesa) or OSMesa (needed) and tcmalloc (faster updates)" \
+         "with your package manager" >&2
   fi
 fi
 
