@@ -1,6 +1,6 @@
 """Projected wall-clock of a 100k-env-step cartpole-swingup run, from measured parts.
 
-    python benchmarks/projected_time.py --batch-size 128 --mode fused
+    python benchmarks/projected_time.py --batch-size 128 --mode exact
 
 Measures on this machine: one agent step of the env (8 physics steps + render), one
 ``act`` and one update (sample + crop + update), then adds up a run with the paper's
@@ -30,7 +30,7 @@ def timed(fn, n: int) -> float:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--mode", default="fused")
+    p.add_argument("--mode", default="exact", help="exact (the default) or fused")
     p.add_argument("--env-steps", type=int, default=100_000)
     p.add_argument("--eval-every", type=int, default=10_000)
     p.add_argument("--updates", type=int, default=20)

@@ -6,7 +6,7 @@ ReplayBuffer (9x100x100 stacks), crop it on the device and update the agent. Mod
 network call per use, the reference's passes). FLOPs per update are counted once with
 torch's FlopCounterMode (forward + backward of every op), so GFLOP/s is achieved work.
 
-    python benchmarks/update_speed.py --batch-size 128 --mode fused,exact,plain
+    python benchmarks/update_speed.py --batch-size 128 --mode exact,fused,plain
 
 Ends with ``ms_per_update=<float>`` for the first mode listed.
 """
@@ -69,7 +69,7 @@ def bench_mode(mode: str, args, replay: ReplayBuffer) -> dict:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--mode", default="fused", help="comma list of fused, exact, plain")
+    p.add_argument("--mode", default="exact,fused", help="comma list of exact (the default mode), fused, plain")
     p.add_argument("--device", default="cpu")
     p.add_argument("--updates", type=int, default=20, help="timed updates per mode (>= 20 for quoted figures)")
     p.add_argument("--warmup", type=int, default=3)
