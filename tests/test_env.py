@@ -42,7 +42,7 @@ def test_reset_stack_repeats_the_first_frame_and_steps_shift_it(cartpole):
 
 def test_time_limit_is_a_truncation_after_1000_env_steps(cartpole):
     cartpole.reset(seed=0)
-    steps, total_env = 0, 0
+    steps = 0
     while True:
         _, _, terminated, truncated, info = cartpole.step(np.zeros(1, np.float32))
         steps += 1
