@@ -8,9 +8,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-have_gl() { ldconfig -p 2>/dev/null | grep -qE 'libEGL_mesa\.so|libOSMesa\.so'; }
-have_tcmalloc() { ldconfig -p 2>/dev/null | grep -q 'libtcmalloc_minimal\.so'; }
-if ! have_gl || ! have_tcmalloc; then
+have_lib() { ldconfig -p 2>/dev/null | grep -q "$1"; }
+# Each library on its own: a machine may ship EGL but not OSMesa (seen 2026-11-25).
+if ! have_lib 'libEGL_mesa\.so' || ! have_lib 'libOSMesa\.so' || ! have_lib 'libtcmalloc_minimal\.so'; then
   if command -v apt-get >/dev/null 2>&1; then
     SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
     echo "setup: installing headless OpenGL (Mesa EGL + OSMesa) and tcmalloc with apt-get"
