@@ -14,7 +14,9 @@ few ms per batch.
 """
 from __future__ import annotations
 
+import functools
 import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -52,9 +54,8 @@ class ReplayBuffer:
         self.num_frames = self.capacity + self.capacity // 100 + self.frame_stack + 1
         self.compress = bool(compress)
         if self.compress:
-            self._lz4 = _lz4_block()
+            _lz4_block()  # fail here, not at the first add, when lz4 is missing
             self.frames: np.ndarray | list[bytes] = [b""] * self.num_frames
-            self._newest = np.zeros(self.frame_shape, dtype=np.uint8)  # raw copy for add()'s check
         else:
             self.frames = np.zeros((self.num_frames, *self.frame_shape), dtype=np.uint8)
         self.t_frame = np.zeros(self.capacity, dtype=np.int64)  # abs index of obs' newest frame
@@ -84,28 +85,20 @@ class ReplayBuffer:
 
     def _write_frame(self, frame: np.ndarray) -> int:
         idx = self.frames_written
-        if self.compress:
-            frame = np.ascontiguousarray(frame, dtype=np.uint8)
-            self.frames[idx % self.num_frames] = self._lz4.compress(frame.tobytes(), store_size=False)
-            self._newest[...] = frame
-        else:
-            self.frames[idx % self.num_frames] = frame
+        self.frames[idx % self.num_frames] = _pack(frame) if self.compress else frame
         self.frames_written += 1
         return idx
 
     def _newest_frame(self) -> np.ndarray:
-        if self.compress:
-            return self._newest
-        return self.frames[(self.frames_written - 1) % self.num_frames]
+        newest = self.frames[(self.frames_written - 1) % self.num_frames]
+        return _unpack(newest, self.frame_shape) if self.compress else newest
 
     def _decompress(self, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Each distinct ring slot decompressed once: (frames, index of each slot in frames)."""
         unique, inverse = np.unique(slots, return_inverse=True)
-        size = int(np.prod(self.frame_shape))
         out = np.empty((len(unique), *self.frame_shape), dtype=np.uint8)
         for i, slot in enumerate(unique.tolist()):
-            raw = self._lz4.decompress(self.frames[slot], uncompressed_size=size)
-            out[i] = np.frombuffer(raw, dtype=np.uint8).reshape(self.frame_shape)
+            out[i] = _unpack(self.frames[slot], self.frame_shape)
         return out, inverse.reshape(slots.shape)
 
     def add(self, obs: np.ndarray, action: np.ndarray, reward: float, next_obs: np.ndarray,
@@ -232,10 +225,10 @@ class ReplayBuffer:
         if self.compress:
             for slot, chunk in zip(slots.tolist(), frames):
                 self.frames[slot] = chunk
-            if len(slots):
+            if len(frames):  # the newest frame is decoded by the next add(): check it now
                 try:
-                    self._newest[...] = self._decompress(slots[-1:])[0][0]
-                except (self._lz4.LZ4BlockError, ValueError) as exc:
+                    _unpack(frames[-1], self.frame_shape)
+                except ValueError as exc:
                     raise CheckpointError(f"replay file {path} is corrupt ({exc})") from None
         else:
             self.frames[slots] = frames
@@ -248,27 +241,23 @@ class ReplayBuffer:
 
     def _frames_from_file(self, arrays: dict[str, np.ndarray]) -> np.ndarray | list[bytes]:
         """Saved frames in this buffer's storage: a uint8 array, or a list of LZ4 chunks."""
-        size = int(np.prod(self.frame_shape))
         if "frames" in arrays:
             raw = arrays["frames"]
             if raw.shape[1:] != self.frame_shape:
                 raise ValueError(f"frames of shape {raw.shape[1:]}")
-            return [self._lz4.compress(f.tobytes(), store_size=False) for f in raw] if self.compress else raw
+            return [_pack(f) for f in raw] if self.compress else raw
         ends = np.cumsum(arrays["frame_sizes"]).tolist()
         blob = arrays["frames_lz4"].tobytes()
         chunks = [blob[a:b] for a, b in zip([0, *ends[:-1]], ends)]
         if self.compress:
             return chunks
-        lz4 = _lz4_block()
         raw = np.empty((len(chunks), *self.frame_shape), dtype=np.uint8)
         for i, chunk in enumerate(chunks):
-            try:
-                raw[i] = np.frombuffer(lz4.decompress(chunk, uncompressed_size=size), np.uint8).reshape(self.frame_shape)
-            except lz4.LZ4BlockError as exc:
-                raise ValueError(f"frame {i} does not decompress: {exc}") from None
+            raw[i] = _unpack(chunk, self.frame_shape)
         return raw
 
 
+@functools.cache
 def _lz4_block():
     """The ``lz4.block`` module (a curlrl dependency), with a clear error when it is missing."""
     try:
@@ -276,3 +265,18 @@ def _lz4_block():
     except ImportError:
         raise ImportError("replay compression needs the lz4 package: pip install lz4") from None
     return lz4.block
+
+
+def _pack(frame: np.ndarray) -> bytes:
+    """One uint8 frame as an LZ4 block (no size header: the frame shape gives it)."""
+    return _lz4_block().compress(np.ascontiguousarray(frame, dtype=np.uint8).tobytes(), store_size=False)
+
+
+def _unpack(chunk: bytes, shape: tuple[int, ...]) -> np.ndarray:
+    """Inverse of :func:`_pack`; ValueError when ``chunk`` is not a frame of ``shape``."""
+    lz4 = _lz4_block()
+    try:
+        raw = lz4.decompress(chunk, uncompressed_size=math.prod(shape))
+    except lz4.LZ4BlockError as exc:
+        raise ValueError(f"a frame does not decompress: {exc}") from None
+    return np.frombuffer(raw, dtype=np.uint8).reshape(shape)
