@@ -1,10 +1,14 @@
 """Time CURL-SAC updates on synthetic uint8 data of the training shape.
 
 Each timed iteration is what training does per agent step: sample a batch from a real
-ReplayBuffer (9x100x100 stacks), crop it on the device and update the agent. Modes:
+ReplayBuffer (9x100x100 stacks; ``--compress`` for the LZ4 storage training uses by
+default, ``--frames TASK`` for real renders instead of noise), crop it on the device and
+update the agent. Modes:
 ``fused`` and ``exact`` (CurlSacAgent) and ``plain`` (the same math as exact with one
 network call per use, the reference's passes). FLOPs per update are counted once with
 torch's FlopCounterMode (forward + backward of every op), so GFLOP/s is achieved work.
+To compare machines, the script first measures this machine's fp32 matmul rate (large
+square matmuls on the same threads) and prints each mode's rate as a fraction of it.
 
     python benchmarks/update_speed.py --batch-size 128 --mode exact,fused,plain
 
@@ -25,18 +29,35 @@ from torch.utils.flop_counter import FlopCounterMode
 from curlrl import ReplayBuffer
 from curlrl.agents import AgentConfig, CurlSacAgent
 from curlrl.agents.plain import plain_update
+from replay_memory import source_frames  # benchmarks/ is on sys.path when run as a script
 
 
-def filled_replay(action_dim: int, image_size: int, transitions: int = 1500) -> ReplayBuffer:
+def filled_replay(action_dim: int, image_size: int, transitions: int = 1500, compress: bool = False,
+                  frames: str = "random") -> ReplayBuffer:
     rng = np.random.default_rng(0)
-    replay = ReplayBuffer(transitions, (3, image_size, image_size), action_dim, frame_stack=3, seed=0)
-    frames = rng.integers(0, 256, (64, 3, image_size, image_size), dtype=np.uint8)
-    stack = lambda t: np.concatenate([frames[(t - d) % 64] for d in (2, 1, 0)])  # noqa: E731
+    replay = ReplayBuffer(transitions, (3, image_size, image_size), action_dim, frame_stack=3, seed=0,
+                          compress=compress)
+    source = source_frames(frames, 64, image_size)
+    stack = lambda t: np.concatenate([source[(t - d) % 64] for d in (2, 1, 0)])  # noqa: E731
     for t in range(transitions):
         last = t % 125 == 124
         replay.add(stack(t), rng.uniform(-1, 1, action_dim).astype(np.float32), float(rng.random()),
                    stack(t + 1), terminated=False, truncated=last)
     return replay
+
+
+def matmul_gflops(device: str, n: int = 2048, seconds: float = 1.5) -> float:
+    """This machine's achieved fp32 rate on large square matmuls (2·n³ FLOP each)."""
+    a, b = (torch.randn(n, n, device=device) for _ in range(2))
+    for _ in range(2):
+        a @ b
+    count, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        a @ b
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        count += 1
+    return 2 * n ** 3 * count / (time.perf_counter() - t0) / 1e9
 
 
 def bench_mode(mode: str, args, replay: ReplayBuffer) -> dict:
@@ -77,18 +98,25 @@ def main() -> None:
     p.add_argument("--image-size", type=int, default=100)
     p.add_argument("--action-dim", type=int, default=1, help="1 = cartpole; 6 = cheetah/walker")
     p.add_argument("--no-channels-last", action="store_true")
+    p.add_argument("--compress", action="store_true", help="LZ4-compressed replay, as training uses by default")
+    p.add_argument("--frames", default="random",
+                   help="'random' noise (incompressible) or a DMC task to render, e.g. cartpole-swingup")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     modes = [m.strip() for m in args.mode.split(",") if m.strip()]
     print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
           f"threads {torch.get_num_threads()}, device {args.device}, batch {args.batch_size}, "
-          f"LD_PRELOAD={os.environ.get('LD_PRELOAD', '')!r}, channels_last={not args.no_channels_last}")
-    replay = filled_replay(args.action_dim, args.image_size)
+          f"LD_PRELOAD={os.environ.get('LD_PRELOAD', '')!r}, channels_last={not args.no_channels_last}, "
+          f"replay={'lz4' if args.compress else 'raw'}, frames={args.frames}")
+    peak = matmul_gflops(args.device)
+    print(f"matmul_gflops={peak:.1f}  (fp32 2048x2048 matmul on these threads: the machine's reference rate)")
+    replay = filled_replay(args.action_dim, args.image_size, compress=args.compress, frames=args.frames)
     results = [bench_mode(m, args, replay) for m in modes]
     for r in results:
         print(f"mode={r['mode']} batch={args.batch_size} median_ms={r['ms']:.1f} mean_ms={r['mean_ms']:.1f} "
-              f"gflop_per_update={r['gflop']:.1f} achieved_gflops={r['gflops_per_s']:.1f}")
+              f"gflop_per_update={r['gflop']:.1f} achieved_gflops={r['gflops_per_s']:.1f} "
+              f"of_matmul={r['gflops_per_s'] / peak:.2f}")
     for r in results[1:]:
         print(f"ratio {r['mode']}/{results[0]['mode']} = {r['ms'] / results[0]['ms']:.2f}")
     print(f"ms_per_update={results[0]['ms']:.1f}")
