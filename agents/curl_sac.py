@@ -2,13 +2,23 @@
 
 Read top to bottom: hyperparameters, networks, acting, one update, state.
 
-Parameter ownership (each parameter belongs to exactly one optimizer):
-    encoder_opt -> critic encoder (conv trunk + Linear/LayerNorm head)
-    critic_opt  -> twin Q MLPs
-    actor_opt   -> actor's own Linear/LayerNorm head + policy MLP (conv tied to the critic's)
-    alpha_opt   -> log temperature
-    curl_opt    -> bilinear W of the CURL head
+Parameter ownership (each loss's gradient reaches a parameter through one optimizer):
+    encoder      -> critic encoder (conv trunk + Linear/LayerNorm head); with
+                    encoder_adam="shared" it takes the critic's and the CURL gradients
+    encoder_curl -> the same encoder parameters, CURL gradients only (encoder_adam="per_loss")
+    critic       -> twin Q MLPs
+    actor        -> actor's own Linear/LayerNorm head + policy MLP (conv tied to the critic's)
+    alpha        -> log temperature
+    curl         -> bilinear W of the CURL head
 The critic-target encoder (EMA of the critic encoder) is the CURL momentum key encoder.
+
+Encoder Adam state. On the encoder the critic-loss gradient is 20-65x larger than the
+CURL gradient (benchmarks/grad_scale.py on a 100k-step cartpole run). With one shared
+Adam ("shared", the default) the CURL step is divided by the critic's second moment and
+rides the critic's momentum, so it moves the encoder ~1/30 as far as the critic step.
+"per_loss" keeps one Adam state per loss as the reference code does (its critic
+optimizer includes the encoder; its CURL step uses separate optimizers), without the
+reference's duplicated CURL step. It needs update_mode="exact" (fused has one gradient).
 
 Update modes:
     exact (default): the reference's sequence (critic step; actor/alpha step; CURL step
@@ -67,6 +77,8 @@ class AgentConfig:
     log_std_max: float = 2.0
     curl: bool = True                # contrastive auxiliary loss; false = pixel SAC + crop (RAD-like)
     update_mode: str = "exact"       # "exact" (reference math) or "fused" (1.4x faster), see the module docstring
+    encoder_adam: str = "shared"     # "shared": one Adam state for critic + CURL gradients on the
+                                     # encoder; "per_loss": one per loss, as the reference (exact only)
     channels_last: bool = True       # NHWC conv memory layout (faster on CPU)
 
 
@@ -86,6 +98,11 @@ class CurlSacAgent:
         self.cfg = cfg = config or AgentConfig()
         if cfg.update_mode not in ("fused", "exact"):
             raise ValueError(f"update_mode must be 'fused' or 'exact', got {cfg.update_mode!r}")
+        if cfg.encoder_adam not in ("shared", "per_loss"):
+            raise ValueError(f"encoder_adam must be 'shared' or 'per_loss', got {cfg.encoder_adam!r}")
+        if cfg.encoder_adam == "per_loss" and cfg.update_mode != "exact":
+            raise ValueError("encoder_adam='per_loss' needs update_mode='exact' (fused sums both losses "
+                             "into one gradient)")
         self.device = torch.device(device)
         self.obs_shape, self.action_dim = tuple(obs_shape), action_dim
         crop_shape = (obs_shape[0], cfg.crop_size, cfg.crop_size)
@@ -116,6 +133,8 @@ class CurlSacAgent:
         }
         if self.curl_head is not None:
             self.optimizers["curl"] = adam(self.curl_head.parameters(), lr=cfg.curl_lr)
+            if cfg.encoder_adam == "per_loss":
+                self.optimizers["encoder_curl"] = self._encoder_optimizer()
         self.generator = torch.Generator(self.device).manual_seed(seed)
         self.updates = 0
 
@@ -136,7 +155,9 @@ class CurlSacAgent:
             self.encoder.load_state_dict(state)
             self.encoder_target.load_state_dict(state)
         self.encoder.conv.requires_grad_(not freeze_conv)
-        self.optimizers["encoder"] = self._encoder_optimizer()
+        for name in ("encoder", "encoder_curl"):
+            if name in self.optimizers:
+                self.optimizers[name] = self._encoder_optimizer()
 
     @property
     def alpha(self) -> torch.Tensor:
@@ -179,28 +200,12 @@ class CurlSacAgent:
         """
         cfg, b = self.cfg, self._to_device(batch)
         self.updates += 1
-        obs = random_crop(b["obs"], cfg.crop_size, self.generator)
-        next_obs = random_crop(b["next_obs"], cfg.crop_size, self.generator)
-        action, reward, not_done = b["action"].float(), b["reward"].float(), b["not_done"].float()
+        obs, target_q, z_key = self.crops_and_targets(b)
         metrics: dict[str, float] = {}
-
-        with torch.no_grad():
-            alpha = self.alpha
-            _, next_pi, next_log_pi, _ = self.actor(self.actor_head(self.encoder.conv(next_obs)))
-            if self.curl_head is not None:
-                # target encoder = momentum key encoder: one batched pass for both uses
-                positive = random_crop(b["obs"], cfg.crop_size, self.generator)
-                h_target, h_key = self.encoder_target.conv(torch.cat([next_obs, positive])).chunk(2)
-                z_key = self.encoder_target.head(h_key)
-            else:
-                h_target = self.encoder_target.conv(next_obs)
-            target_q1, target_q2 = self.q_target(self.encoder_target.head(h_target), next_pi)
-            target_v = torch.min(target_q1, target_q2) - alpha * next_log_pi
-            target_q = reward + not_done * cfg.discount * target_v
 
         h = self.encoder.conv(obs)
         z = self.encoder.head(h)
-        q1, q2 = self.q(z, action)
+        q1, q2 = self.q(z, b["action"].float())
         critic_loss = F.mse_loss(q1, target_q) + F.mse_loss(q2, target_q)
         metrics.update(critic_loss=critic_loss.item(), q_mean=q1.mean().item())
         fused = cfg.update_mode == "fused" and self.curl_head is not None
@@ -220,7 +225,7 @@ class CurlSacAgent:
 
         if self.curl_head is not None and not fused:
             curl_loss = self.curl_head.loss(self.encoder.head(h), z_key)
-            self._step(["encoder", "curl"], curl_loss)
+            self._step([self.curl_encoder_optimizer, "curl"], curl_loss)
             metrics["curl_loss"] = curl_loss.item()
 
         if self.updates % cfg.target_update_every == 0:
@@ -228,6 +233,35 @@ class CurlSacAgent:
             ema_update(self.encoder_target, self.encoder, cfg.encoder_tau)
         metrics["alpha"] = self.alpha.item()
         return metrics
+
+    @torch.no_grad()
+    def crops_and_targets(self, b: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Draw the crops of a device batch and compute what needs no gradient.
+
+        Returns the obs crop (critic input and CURL anchor), the critic target
+        ``r + not_done * gamma * (min Q_target(s', a') - alpha log pi(a'|s'))`` (B, 1) and
+        the momentum key encoder's features of an independent crop of obs (None without CURL).
+        """
+        cfg = self.cfg
+        obs = random_crop(b["obs"], cfg.crop_size, self.generator)
+        next_obs = random_crop(b["next_obs"], cfg.crop_size, self.generator)
+        _, next_pi, next_log_pi, _ = self.actor(self.actor_head(self.encoder.conv(next_obs)))
+        z_key = None
+        if self.curl_head is not None:
+            # target encoder = momentum key encoder: one batched pass for both uses
+            positive = random_crop(b["obs"], cfg.crop_size, self.generator)
+            h_target, h_key = self.encoder_target.conv(torch.cat([next_obs, positive])).chunk(2)
+            z_key = self.encoder_target.head(h_key)
+        else:
+            h_target = self.encoder_target.conv(next_obs)
+        target_q1, target_q2 = self.q_target(self.encoder_target.head(h_target), next_pi)
+        target_v = torch.min(target_q1, target_q2) - self.alpha * next_log_pi
+        return obs, b["reward"].float() + b["not_done"].float() * cfg.discount * target_v, z_key
+
+    @property
+    def curl_encoder_optimizer(self) -> str:
+        """Name of the optimizer that applies the CURL gradient to the encoder."""
+        return "encoder_curl" if "encoder_curl" in self.optimizers else "encoder"
 
     def _step(self, names: list[str], loss: torch.Tensor) -> None:
         for name in names:

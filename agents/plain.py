@@ -56,10 +56,12 @@ def plain_update(agent: CurlSacAgent, batch: dict) -> dict[str, float]:
     with torch.no_grad():
         z_pos = agent.encoder_target(pos)
     curl_loss = agent.curl_head.loss(z_anchor, z_pos)
-    agent.optimizers["encoder"].zero_grad(set_to_none=True)
+    # encoder_adam="per_loss": the CURL gradient has its own Adam state on the encoder
+    encoder_opt = agent.optimizers.get("encoder_curl", agent.optimizers["encoder"])
+    encoder_opt.zero_grad(set_to_none=True)
     agent.optimizers["curl"].zero_grad(set_to_none=True)
     curl_loss.backward()
-    agent.optimizers["encoder"].step()
+    encoder_opt.step()
     agent.optimizers["curl"].step()
     out["curl_loss"] = curl_loss.item()
     if agent.updates % cfg.target_update_every == 0:

@@ -148,6 +148,11 @@ def validate(cfg: TrainConfig) -> TrainConfig:
                               f"action_repeat ({cfg.action_repeat}): env steps advance by action_repeat")
     if cfg.update_mode not in ("fused", "exact"):
         raise ConfigError(f"config key 'update_mode' must be 'fused' or 'exact', got {cfg.update_mode!r}")
+    if cfg.encoder_adam not in ("shared", "per_loss"):
+        raise ConfigError(f"config key 'encoder_adam' must be 'shared' or 'per_loss', got {cfg.encoder_adam!r}")
+    if cfg.encoder_adam == "per_loss" and cfg.update_mode != "exact":
+        raise ConfigError("config key 'encoder_adam' = 'per_loss' needs update_mode=exact "
+                          "(fused sums the critic and CURL losses into one gradient)")
     if cfg.log_std_min >= cfg.log_std_max:
         raise ConfigError("config keys 'log_std_min' must be < 'log_std_max'")
     dev = cfg.device

@@ -32,29 +32,37 @@ def trainable(agent):
     return params
 
 
-@pytest.mark.parametrize("curl", [True, False])
-def test_every_parameter_belongs_to_exactly_one_optimizer(curl):
-    agent = make_agent(curl=curl)
+@pytest.mark.parametrize("curl,encoder_adam", [(True, "shared"), (False, "shared"), (True, "per_loss")])
+def test_every_parameter_belongs_to_exactly_one_optimizer(curl, encoder_adam):
+    """One optimizer per parameter; with per_loss the encoder has a second one for CURL gradients only."""
+    agent = make_agent(curl=curl, encoder_adam=encoder_adam)
     owners = {}
     for name, opt in agent.optimizers.items():
+        if name == "encoder_curl":
+            continue
         for group in opt.param_groups:
             for p in group["params"]:
                 assert id(p) not in owners, f"parameter in both {owners[id(p)]} and {name}"
                 owners[id(p)] = name
     assert set(owners) == set(trainable(agent))
     assert ("curl" in agent.optimizers) == curl
+    assert ("encoder_curl" in agent.optimizers) == (curl and encoder_adam == "per_loss")
+    if "encoder_curl" in agent.optimizers:
+        curl_enc = [p for g in agent.optimizers["encoder_curl"].param_groups for p in g["params"]]
+        assert [id(p) for p in curl_enc] == [id(p) for p in agent.encoder.parameters()]
     # targets are never optimised
     target_ids = {id(p) for m in (agent.encoder_target, agent.q_target) for p in m.parameters()}
     assert not target_ids & set(owners)
 
 
-@pytest.mark.parametrize("mode,encoder_steps", [("fused", 1), ("exact", 2)])
-def test_optimizer_steps_per_update(mode, encoder_steps):
-    agent = make_agent(update_mode=mode)
+@pytest.mark.parametrize("mode,encoder_adam,encoder_steps", [("fused", "shared", 1), ("exact", "shared", 2),
+                                                             ("exact", "per_loss", 1)])
+def test_optimizer_steps_per_update(mode, encoder_adam, encoder_steps):
+    agent = make_agent(update_mode=mode, encoder_adam=encoder_adam)
     batch = make_batch()
     agent.update(batch)
     agent.update(batch)  # second update also steps actor and alpha (every 2)
-    expected = {"encoder": 2 * encoder_steps, "critic": 2, "curl": 2, "actor": 1, "alpha": 1}
+    expected = {"encoder": 2 * encoder_steps, "encoder_curl": 2, "critic": 2, "curl": 2, "actor": 1, "alpha": 1}
     for name, opt in agent.optimizers.items():
         for group in opt.param_groups:
             for p in group["params"]:
@@ -123,8 +131,10 @@ def test_curl_false_is_pixel_sac_with_crops():
     assert agent.curl_head is None and "curl_loss" not in m and np.isfinite(m["critic_loss"])
 
 
-def test_exact_mode_equals_the_plain_step_by_step_update():
-    fast, plain = make_agent(update_mode="exact"), make_agent(update_mode="exact", channels_last=False)
+@pytest.mark.parametrize("encoder_adam", ["shared", "per_loss"])
+def test_exact_mode_equals_the_plain_step_by_step_update(encoder_adam):
+    fast = make_agent(update_mode="exact", encoder_adam=encoder_adam)
+    plain = make_agent(update_mode="exact", encoder_adam=encoder_adam, channels_last=False)
     for step in range(4):
         batch = make_batch(step)
         torch.manual_seed(step)
@@ -136,3 +146,20 @@ def test_exact_mode_equals_the_plain_step_by_step_update():
     pf, pp = _params(fast), _params(plain)
     for k in pf:
         torch.testing.assert_close(pf[k], pp[k], rtol=1e-4, atol=1e-5, msg=k)
+
+
+def test_per_loss_encoder_adam_sees_only_critic_gradients_in_the_critic_step():
+    """With per_loss the encoder's critic Adam state is what pixel SAC without CURL builds
+    from the same crops; with shared it also holds the CURL gradient."""
+    batch = make_batch(3)
+    states = {}
+    for name, kw in [("sac", dict(curl=False)), ("per_loss", dict(encoder_adam="per_loss")),
+                     ("shared", dict(encoder_adam="shared"))]:
+        agent = make_agent(**kw)
+        torch.manual_seed(1)  # same policy noise in the target (W's init moved the global RNG)
+        agent.update(batch)  # update 1: critic (+ CURL) step, no actor step
+        opt = agent.optimizers["encoder"]
+        states[name] = [opt.state[p]["exp_avg_sq"].clone() for p in agent.encoder.parameters()]
+    for sac, per_loss, shared in zip(states["sac"], states["per_loss"], states["shared"]):
+        torch.testing.assert_close(per_loss, sac, rtol=1e-4, atol=1e-10)
+    assert any(not torch.allclose(sh, sac, rtol=1e-3, atol=1e-10) for sh, sac in zip(states["shared"], states["sac"]))

@@ -37,6 +37,8 @@ def test_config_file_layer(tmp_path):
     (["eval_every=1001"], "'eval_every' \\(1001\\) must be a multiple of action_repeat"),
     (["crop_size=120"], "'crop_size'"),
     (["update_mode=fast"], "'update_mode'"),
+    (["encoder_adam=separate"], "'encoder_adam' must be 'shared' or 'per_loss'"),
+    (["encoder_adam=per_loss", "update_mode=fused"], "'encoder_adam' = 'per_loss' needs update_mode=exact"),
     (["device=tpu"], "'device'"),
     (["nokey"], "key=value"),
 ])

@@ -100,19 +100,22 @@ def _batch(b=4, c=9, size=64):
                 reward=rng.normal(size=(b, 1)).astype(np.float32), not_done=np.ones((b, 1), np.float32))
 
 
-@pytest.mark.parametrize("update_mode", ["fused", "exact"])
-def test_frozen_conv_leaves_the_optimizer_and_never_changes(pretrain_export, update_mode):
+@pytest.mark.parametrize("update_mode,encoder_adam", [("fused", "shared"), ("exact", "shared"),
+                                                       ("exact", "per_loss")])
+def test_frozen_conv_leaves_the_optimizer_and_never_changes(pretrain_export, update_mode, encoder_adam):
     enc = PixelEncoder.from_pretrained(pretrain_export[1])
     cfg = AgentConfig(crop_size=offline_data.CROP, num_layers=2, num_filters=16, hidden_dim=32,
-                      update_mode=update_mode, actor_update_every=1, target_update_every=1)
+                      update_mode=update_mode, encoder_adam=encoder_adam, actor_update_every=1,
+                      target_update_every=1)
     agent = CurlSacAgent((9, 64, 64), 1, cfg)
     agent.init_encoder(enc.state_dict(), freeze_conv=True)
     for module in (agent.encoder, agent.encoder_target):
         for k, v in enc.state_dict().items():
             torch.testing.assert_close(module.state_dict()[k], v, rtol=0, atol=0)
-    in_opt = {id(p) for g in agent.optimizers["encoder"].param_groups for p in g["params"]}
-    assert not in_opt & {id(p) for p in agent.encoder.conv.parameters()}
-    assert in_opt == {id(p) for p in agent.encoder.head.parameters()}
+    for name in {"encoder", agent.curl_encoder_optimizer}:
+        in_opt = {id(p) for g in agent.optimizers[name].param_groups for p in g["params"]}
+        assert not in_opt & {id(p) for p in agent.encoder.conv.parameters()}
+        assert in_opt == {id(p) for p in agent.encoder.head.parameters()}
     conv0 = {k: v.clone() for k, v in agent.encoder.conv.state_dict().items()}
     head0 = agent.encoder.head.linear.weight.clone()
     for _ in range(2):
