@@ -163,7 +163,7 @@ def checkpoint_env_step(run_dir: str | Path) -> int | None:
     path = Path(run_dir) / "checkpoints" / "latest.pt"
     if not path.exists():
         return None
-    state = safe_load(path)
+    state = safe_load(path, mmap=True)  # only the counters are read, not the weights
     try:
         return int(state["counters"]["env_step"])
     except (KeyError, TypeError, ValueError):

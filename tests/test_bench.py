@@ -104,6 +104,11 @@ def test_run_status_reads_the_run_dir(bench_runs, tmp_path):
     (bad / "latest.pt").write_bytes(b"not a checkpoint")
     st = bench.run_status(tmp_path / "bad", 100)
     assert st.state == "corrupt" and "corrupt" in st.message
+    # a real checkpoint cut short (status maps the file rather than reading it)
+    real = (run_dir / "checkpoints" / "latest.pt").read_bytes()
+    (bad / "latest.pt").write_bytes(real[: len(real) // 2])
+    st = bench.run_status(tmp_path / "bad", 100)
+    assert st.state == "corrupt" and "corrupt" in st.message
 
 
 def test_report_on_bench_runs(bench_runs, tmp_path):
