@@ -19,8 +19,8 @@ def cue_image(rng, side: int) -> np.ndarray:
     return img
 
 
-@pytest.mark.parametrize("mode", ["fused", "exact"])
-def test_agent_learns_a_pixel_bandit(mode):
+@pytest.mark.parametrize("mode,encoder_adam", [("fused", "shared"), ("exact", "shared"), ("exact", "per_loss")])
+def test_agent_learns_a_pixel_bandit(mode, encoder_adam):
     """Reward = action if the bar is right, -action if left: only the pixels tell which.
 
     A random policy scores 0, a perfect one 1; the agent must reach 0.7 in 400 updates.
@@ -28,7 +28,7 @@ def test_agent_learns_a_pixel_bandit(mode):
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
     cfg = AgentConfig(crop_size=20, feature_dim=16, num_filters=8, hidden_dim=64, update_mode=mode,
-                      actor_lr=3e-3, critic_lr=3e-3, encoder_lr=3e-3, init_temperature=0.01)
+                      encoder_adam=encoder_adam, actor_lr=3e-3, critic_lr=3e-3, encoder_lr=3e-3, init_temperature=0.01)
     agent = CurlSacAgent((9, 24, 24), 1, cfg, seed=0)
     replay = ReplayBuffer(2000, (3, 24, 24), 1, frame_stack=3, seed=0)
 
