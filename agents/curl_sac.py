@@ -12,10 +12,11 @@ Parameter ownership (each loss's gradient reaches a parameter through one optimi
     curl         -> bilinear W of the CURL head
 The critic-target encoder (EMA of the critic encoder) is the CURL momentum key encoder.
 
-Encoder Adam state. On the encoder the critic-loss gradient is 20-65x larger than the
-CURL gradient (benchmarks/grad_scale.py on a 100k-step cartpole run). With one shared
-Adam ("shared", the default) the CURL step is divided by the critic's second moment and
-rides the critic's momentum, so it moves the encoder ~1/30 as far as the critic step.
+Encoder Adam state. On the encoder the critic-loss gradient is ~7x larger than the
+CURL gradient at 20k env steps and ~30x at 100k (benchmarks/grad_scale.py, cartpole
+runs). With one shared Adam ("shared", the default) the CURL step is divided by the
+critic's second moment and rides the critic's momentum, so it moves the encoder ~1/7 to
+~1/30 as far as the critic step.
 "per_loss" keeps one Adam state per loss as the reference code does (its critic
 optimizer includes the encoder; its CURL step uses separate optimizers), without the
 reference's duplicated CURL step. It needs update_mode="exact" (fused has one gradient).

@@ -57,7 +57,7 @@ def plain_update(agent: CurlSacAgent, batch: dict) -> dict[str, float]:
         z_pos = agent.encoder_target(pos)
     curl_loss = agent.curl_head.loss(z_anchor, z_pos)
     # encoder_adam="per_loss": the CURL gradient has its own Adam state on the encoder
-    encoder_opt = agent.optimizers.get("encoder_curl", agent.optimizers["encoder"])
+    encoder_opt = agent.optimizers[agent.curl_encoder_optimizer]
     encoder_opt.zero_grad(set_to_none=True)
     agent.optimizers["curl"].zero_grad(set_to_none=True)
     curl_loss.backward()

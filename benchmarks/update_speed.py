@@ -51,6 +51,8 @@ def matmul_gflops(device: str, n: int = 2048, seconds: float = 1.5) -> float:
     a, b = (torch.randn(n, n, device=device) for _ in range(2))
     for _ in range(2):
         a @ b
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()  # the warm-up must not spill into the timed loop
     count, t0 = 0, time.perf_counter()
     while time.perf_counter() - t0 < seconds:
         a @ b
