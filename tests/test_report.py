@@ -91,6 +91,8 @@ def test_non_paper_settings():
     assert report.non_paper_settings(paper) == []
     small = config_mod.to_dict(config_mod.resolve("cheetah-run", None, ["batch_size=128", "actor_lr=0.001"]))
     assert report.non_paper_settings(small) == ["actor_lr=0.001 (paper 0.0002)", "batch_size=128 (paper 512)"]
+    per_loss = config_mod.to_dict(config_mod.resolve("cartpole-swingup", None, ["encoder_adam=per_loss"]))
+    assert report.non_paper_settings(per_loss) == ["encoder_adam=per_loss (shipped shared)"]
 
 
 def test_published_table_is_complete():
