@@ -27,6 +27,7 @@ import numpy as np
 
 from curlrl.checkpoint import atomic_write_text
 from curlrl.errors import ConfigError, DatasetError
+from curlrl.progress import progress_bar
 
 MANIFEST = "manifest.json"
 KEYS = ("pixels", "state", "action", "reward")
@@ -70,8 +71,6 @@ def collect(task: str, episodes: int, out: str | Path, policy: str = "random", i
     agent acts with sampled actions on frame stacks; its image size, action repeat and
     frame stack are used (passing other values is an error). Returns the manifest.
     """
-    from tqdm import tqdm
-
     from curlrl import config as config_mod
     from curlrl.envs import make_env
 
@@ -98,7 +97,7 @@ def collect(task: str, episodes: int, out: str | Path, policy: str = "random", i
                     policy="random" if agent is None else str(Path(policy).resolve()), seed=seed,
                     episodes=0, episodes_requested=episodes, transitions=0, state_names=_state_names(env),
                     complete=False)
-    bar = tqdm(total=episodes, unit="episode", disable=quiet, dynamic_ncols=True)
+    bar = progress_bar(episodes, "episode", quiet)
     returns = []
     for ep in range(episodes):
         obs, info = env.reset(seed=seed * 1_000_003 + ep)

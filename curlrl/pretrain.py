@@ -20,7 +20,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +35,7 @@ from curlrl.contrastive import CurlHead
 from curlrl.ema import ema_update
 from curlrl.encoder import PixelEncoder
 from curlrl.errors import CheckpointError, ConfigError
+from curlrl.progress import progress_bar
 from curlrl.runlog import CsvLog, truncate_csv
 
 PRETRAIN_COLUMNS = ["step", "loss", "accuracy", "samples_per_s", "wall_s"]
@@ -190,12 +190,9 @@ class Pretrainer:
 
     def run(self) -> dict:
         """Train to ``steps`` updates; returns a summary (printed unless quiet)."""
-        from tqdm import tqdm
-
         cfg = self.cfg
         t_start, start_step = time.time(), self.step
-        bar = tqdm(total=cfg.steps, initial=self.step, unit="update", dynamic_ncols=True, disable=self.quiet,
-                   mininterval=1.0 if sys.stderr.isatty() else 30.0, file=sys.stderr)
+        bar = progress_bar(cfg.steps, "update", self.quiet, initial=self.step)
         window, t_window, last = [], time.time(), {}
         try:
             while self.step < cfg.steps:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import random
-import sys
 import time
 from dataclasses import asdict, fields
 from pathlib import Path
@@ -26,6 +25,7 @@ from curlrl.agents.curl_sac import AgentConfig, CurlSacAgent
 from curlrl.checkpoint import atomic_save, atomic_write_text, safe_load
 from curlrl.config import TrainConfig
 from curlrl.errors import CheckpointError, ConfigError
+from curlrl.progress import progress_bar
 from curlrl.replay import ReplayBuffer
 from curlrl.runlog import EVAL_COLUMNS, TRAIN_COLUMNS, CsvLog, truncate_csv, write_video
 
@@ -213,13 +213,10 @@ class Trainer:
 
     def run(self) -> dict:
         """Train to ``env_steps``; returns a summary dict (also printed unless quiet)."""
-        from tqdm import tqdm
-
         cfg, agent, env, replay = self.cfg, self.agent, self.env, self.replay
         self.t_start = time.time()
         start_step = self.env_step
-        bar = tqdm(total=cfg.env_steps, initial=self.env_step, unit="env step", dynamic_ncols=True,
-                   disable=self.quiet, mininterval=1.0 if sys.stderr.isatty() else 30.0, file=sys.stderr)
+        bar = progress_bar(cfg.env_steps, "env step", self.quiet, initial=self.env_step)
         obs, _ = env.reset(seed=episode_seed(cfg.seed, self.episode))
         ep_return, ep_start, ep_metrics, t_ep = 0.0, self.env_step, [], time.time()
         try:

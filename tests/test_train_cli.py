@@ -60,6 +60,9 @@ def test_train_writes_every_artifact(full_run):
     ckpt = torch.load(run / "checkpoints" / "latest.pt", weights_only=True)
     assert ckpt["counters"]["env_step"] == 3200 and ckpt["agent"]["updates"] == 300
     assert "curlrl: cartpole-swingup seed 0: 3200 env steps (400 agent steps, 300 updates)" in res.stdout
+    # stderr is a pipe here, as in a log file: progress comes as whole lines, not carriage returns
+    assert "\r" not in res.stderr
+    assert any("3200/3200" in line and "env step" in line for line in res.stderr.splitlines())
 
 
 def test_eval_command_reports_and_films(full_run, tmp_path):
