@@ -191,29 +191,34 @@ class CurlSacAgent:
     def _to_device(self, batch: dict) -> dict[str, torch.Tensor]:
         return {k: torch.as_tensor(v).to(self.device, non_blocking=True) for k, v in batch.items()}
 
-    def update(self, batch: dict) -> dict[str, float]:
-        """One SAC (+ CURL) update on an uncropped replay batch; returns scalar metrics.
+    def update(self, batch: dict) -> dict[str, torch.Tensor]:
+        """One SAC (+ CURL) update on an uncropped replay batch; returns its metrics.
 
         ``batch``: ``obs``/``next_obs`` (B, 3k, H, W) uint8, ``action`` (B, A),
         ``reward`` (B, 1), ``not_done`` (B, 1) — numpy arrays or tensors. The crops are
         drawn here, on the agent's device: obs (also the CURL anchor), an independent
         crop of obs (the CURL positive) and a crop of next_obs.
+
+        The metrics (critic_loss, q_mean, curl_loss, alpha; actor_loss, alpha_loss,
+        entropy on actor steps) are detached 0-dim tensors on the agent's device, so an
+        update never waits for a GPU; ``float(m["critic_loss"])`` reads one (and waits).
+        Training reads them once per episode.
         """
         cfg, b = self.cfg, self._to_device(batch)
         self.updates += 1
         obs, target_q, z_key = self.crops_and_targets(b)
-        metrics: dict[str, float] = {}
+        metrics: dict[str, torch.Tensor] = {}
 
         h = self.encoder.conv(obs)
         z = self.encoder.head(h)
         q1, q2 = self.q(z, b["action"].float())
         critic_loss = F.mse_loss(q1, target_q) + F.mse_loss(q2, target_q)
-        metrics.update(critic_loss=critic_loss.item(), q_mean=q1.mean().item())
+        metrics.update(critic_loss=critic_loss.detach(), q_mean=q1.detach().mean())
         fused = cfg.update_mode == "fused" and self.curl_head is not None
         if fused:
             curl_loss = self.curl_head.loss(z, z_key)
             self._step(["encoder", "critic", "curl"], critic_loss + curl_loss)
-            metrics["curl_loss"] = curl_loss.item()
+            metrics["curl_loss"] = curl_loss.detach()
         else:
             self._step(["encoder", "critic"], critic_loss)
             # Same (updated) conv weights, same input: one pass serves the actor and the anchor.
@@ -227,12 +232,12 @@ class CurlSacAgent:
         if self.curl_head is not None and not fused:
             curl_loss = self.curl_head.loss(self.encoder.head(h), z_key)
             self._step([self.curl_encoder_optimizer, "curl"], curl_loss)
-            metrics["curl_loss"] = curl_loss.item()
+            metrics["curl_loss"] = curl_loss.detach()
 
         if self.updates % cfg.target_update_every == 0:
             ema_update(self.q_target, self.q, cfg.critic_tau)
             ema_update(self.encoder_target, self.encoder, cfg.encoder_tau)
-        metrics["alpha"] = self.alpha.item()
+        metrics["alpha"] = self.alpha.detach()
         return metrics
 
     @torch.no_grad()
@@ -271,7 +276,7 @@ class CurlSacAgent:
         for name in names:
             self.optimizers[name].step()
 
-    def _update_actor_and_alpha(self, h: torch.Tensor) -> dict[str, float]:
+    def _update_actor_and_alpha(self, h: torch.Tensor) -> dict[str, torch.Tensor]:
         """Actor and temperature step on detached conv features ``h`` of the obs crop."""
         _, pi, log_pi, _ = self.actor(self.actor_head(h))
         with torch.no_grad():
@@ -283,7 +288,7 @@ class CurlSacAgent:
         self._step(["actor"], actor_loss)
         alpha_loss = (self.alpha * (-log_pi - self.target_entropy).detach()).mean()
         self._step(["alpha"], alpha_loss)
-        return dict(actor_loss=actor_loss.item(), alpha_loss=alpha_loss.item(), entropy=-log_pi.mean().item())
+        return dict(actor_loss=actor_loss.detach(), alpha_loss=alpha_loss.detach(), entropy=-log_pi.detach().mean())
 
     # -- state ---------------------------------------------------------------------
     def state_dict(self) -> dict:

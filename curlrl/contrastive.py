@@ -35,5 +35,10 @@ class CurlHead(nn.Module):
     @torch.no_grad()
     def accuracy(self, z_anchor: torch.Tensor, z_positive: torch.Tensor) -> float:
         """Top-1 contrastive accuracy: fraction of anchors whose own key scores highest."""
+        return self.accuracy_tensor(z_anchor, z_positive).item()
+
+    @torch.no_grad()
+    def accuracy_tensor(self, z_anchor: torch.Tensor, z_positive: torch.Tensor) -> torch.Tensor:
+        """:meth:`accuracy` as a 0-dim tensor on the features' device (no wait for a GPU)."""
         pred = self.logits(z_anchor, z_positive).argmax(dim=1)
-        return (pred == torch.arange(len(pred), device=pred.device)).float().mean().item()
+        return (pred == torch.arange(len(pred), device=pred.device)).float().mean()

@@ -170,8 +170,10 @@ class Pretrainer:
             positive = anchor
         return anchor, positive
 
-    def update(self) -> dict[str, float]:
-        """One InfoNCE step (anchor: online encoder; key: momentum encoder, no grad)."""
+    def update(self) -> dict[str, torch.Tensor]:
+        """One InfoNCE step (anchor: online encoder; key: momentum encoder, no grad).
+
+        Returns loss and top-1 accuracy as 0-dim device tensors (read once per log window)."""
         cfg = self.cfg
         anchor, positive = self.sample()
         anchor = random_crop(anchor, cfg.crop_size, self.generator)
@@ -186,7 +188,7 @@ class Pretrainer:
         self.step += 1
         if self.step % cfg.target_update_every == 0:
             ema_update(self.key_encoder, self.encoder, cfg.encoder_tau)
-        return dict(loss=loss.item(), accuracy=self.curl_head.accuracy(z_anchor.detach(), z_key))
+        return dict(loss=loss.detach(), accuracy=self.curl_head.accuracy_tensor(z_anchor.detach(), z_key))
 
     def run(self) -> dict:
         """Train to ``steps`` updates; returns a summary (printed unless quiet)."""
@@ -199,7 +201,7 @@ class Pretrainer:
                 window.append(self.update())
                 bar.update(1)
                 if self.step % cfg.log_every == 0 or self.step == cfg.steps:
-                    last = {k: float(np.mean([m[k] for m in window])) for k in window[0]}
+                    last = {k: float(torch.stack([m[k] for m in window]).mean()) for k in window[0]}
                     rate = len(window) * cfg.batch_size / max(time.time() - t_window, 1e-9)
                     wall = self.wall_offset + time.time() - t_start
                     self.log.write(dict(step=self.step, samples_per_s=rate, wall_s=wall, **last))

@@ -125,10 +125,38 @@ def test_state_dict_roundtrip_continues_identically(mode):
     assert all(torch.equal(pa[k], pb[k]) for k in pa)
 
 
+@pytest.mark.parametrize("mode", ["exact", "fused"])
+def test_update_metrics_are_detached_device_scalars(mode):
+    agent = make_agent(update_mode=mode)
+    agent.update(make_batch(0))
+    m = agent.update(make_batch(1))  # update 2 also steps actor and alpha
+    assert set(m) == {"critic_loss", "q_mean", "curl_loss", "alpha", "actor_loss", "alpha_loss", "entropy"}
+    for k, v in m.items():
+        assert isinstance(v, torch.Tensor) and v.shape == () and not v.requires_grad, k
+        assert v.device == agent.device and np.isfinite(float(v)), k
+    assert float(m["alpha"]) == pytest.approx(agent.log_alpha.exp().item())
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("mode", ["exact", "fused"])
+def test_update_on_cuda_never_waits_for_the_device(mode):
+    torch.manual_seed(0)
+    agent = CurlSacAgent(OBS, 2, AgentConfig(**SMALL, update_mode=mode), device="cuda")
+    batch = {k: torch.as_tensor(v, device="cuda") for k, v in make_batch().items()}
+    agent.update(batch)  # warm-up: lazy CUDA/cuBLAS initialisation may synchronise once
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for _ in range(2):
+            agent.update(batch)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+
+
 def test_curl_false_is_pixel_sac_with_crops():
     agent = make_agent(curl=False)
     m = agent.update(make_batch())
-    assert agent.curl_head is None and "curl_loss" not in m and np.isfinite(m["critic_loss"])
+    assert agent.curl_head is None and "curl_loss" not in m and np.isfinite(float(m["critic_loss"]))
 
 
 @pytest.mark.parametrize("encoder_adam", ["shared", "per_loss"])
@@ -142,7 +170,7 @@ def test_exact_mode_equals_the_plain_step_by_step_update(encoder_adam):
         torch.manual_seed(step)
         m_plain = plain_update(plain, batch)
         for k, v in m_plain.items():
-            assert m_fast[k] == pytest.approx(v, rel=1e-4, abs=1e-5), (step, k)
+            assert float(m_fast[k]) == pytest.approx(v, rel=1e-4, abs=1e-5), (step, k)
     pf, pp = _params(fast), _params(plain)
     for k in pf:
         torch.testing.assert_close(pf[k], pp[k], rtol=1e-4, atol=1e-5, msg=k)
