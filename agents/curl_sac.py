@@ -81,6 +81,8 @@ class AgentConfig:
     encoder_adam: str = "shared"     # "shared": one Adam state for critic + CURL gradients on the
                                      # encoder; "per_loss": one per loss, as the reference (exact only)
     channels_last: bool = True       # NHWC conv memory layout (faster on CPU)
+    amp: str = "off"                 # "bf16": conv trunks under bfloat16 autocast (for GPUs; the rest
+                                     # stays float32); "off": float32 throughout
 
 
 class CurlSacAgent:
@@ -101,6 +103,8 @@ class CurlSacAgent:
             raise ValueError(f"update_mode must be 'fused' or 'exact', got {cfg.update_mode!r}")
         if cfg.encoder_adam not in ("shared", "per_loss"):
             raise ValueError(f"encoder_adam must be 'shared' or 'per_loss', got {cfg.encoder_adam!r}")
+        if cfg.amp not in ("off", "bf16"):
+            raise ValueError(f"amp must be 'off' or 'bf16', got {cfg.amp!r}")
         if cfg.encoder_adam == "per_loss" and cfg.update_mode != "exact":
             raise ValueError("encoder_adam='per_loss' needs update_mode='exact' (fused sums both losses "
                              "into one gradient)")
@@ -123,6 +127,9 @@ class CurlSacAgent:
             for enc in (self.encoder, self.encoder_target):
                 enc.conv.channels_last = True
                 enc.conv.to(memory_format=torch.channels_last)
+        if cfg.amp == "bf16":
+            for enc in (self.encoder, self.encoder_target):
+                enc.conv.amp_dtype = torch.bfloat16
 
         adam = torch.optim.Adam
         self.optimizers = {

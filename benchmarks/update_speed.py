@@ -64,7 +64,8 @@ def matmul_gflops(device: str, n: int = 2048, seconds: float = 1.5) -> float:
 
 def bench_mode(mode: str, args, replay: ReplayBuffer) -> dict:
     torch.manual_seed(0)
-    cfg = AgentConfig(update_mode="exact" if mode == "plain" else mode, channels_last=not args.no_channels_last)
+    cfg = AgentConfig(update_mode="exact" if mode == "plain" else mode, channels_last=not args.no_channels_last,
+                      amp=args.amp)
     agent = CurlSacAgent((9, args.image_size, args.image_size), args.action_dim, cfg, device=args.device)
     step = (lambda b: plain_update(agent, b)) if mode == "plain" else agent.update
 
@@ -100,6 +101,7 @@ def main() -> None:
     p.add_argument("--image-size", type=int, default=100)
     p.add_argument("--action-dim", type=int, default=1, help="1 = cartpole; 6 = cheetah/walker")
     p.add_argument("--no-channels-last", action="store_true")
+    p.add_argument("--amp", default="off", choices=["off", "bf16"], help="bf16: conv trunks under bfloat16 autocast")
     p.add_argument("--compress", action="store_true", help="LZ4-compressed replay, as training uses by default")
     p.add_argument("--frames", default="random",
                    help="'random' noise (incompressible) or a DMC task to render, e.g. cartpole-swingup")
@@ -109,7 +111,7 @@ def main() -> None:
     modes = [m.strip() for m in args.mode.split(",") if m.strip()]
     print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
           f"threads {torch.get_num_threads()}, device {args.device}, batch {args.batch_size}, "
-          f"LD_PRELOAD={os.environ.get('LD_PRELOAD', '')!r}, channels_last={not args.no_channels_last}, "
+          f"LD_PRELOAD={os.environ.get('LD_PRELOAD', '')!r}, channels_last={not args.no_channels_last}, amp={args.amp}, "
           f"replay={'lz4' if args.compress else 'raw'}, frames={args.frames}")
     peak = matmul_gflops(args.device)
     print(f"matmul_gflops={peak:.1f}  (fp32 2048x2048 matmul on these threads: the machine's reference rate)")

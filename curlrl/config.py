@@ -150,6 +150,8 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         raise ConfigError(f"config key 'update_mode' must be 'fused' or 'exact', got {cfg.update_mode!r}")
     if cfg.encoder_adam not in ("shared", "per_loss"):
         raise ConfigError(f"config key 'encoder_adam' must be 'shared' or 'per_loss', got {cfg.encoder_adam!r}")
+    if cfg.amp not in ("off", "bf16"):
+        raise ConfigError(f"config key 'amp' must be 'off' or 'bf16', got {cfg.amp!r}")
     if cfg.encoder_adam == "per_loss" and cfg.update_mode != "exact":
         raise ConfigError("config key 'encoder_adam' = 'per_loss' needs update_mode=exact "
                           "(fused sums the critic and CURL losses into one gradient)")

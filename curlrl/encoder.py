@@ -35,7 +35,10 @@ class ConvTrunk(nn.Module):
     """``num_layers`` 3×3 convs with ``num_filters`` channels (first stride 2) and ReLUs.
 
     Input: (B, C, H, W) uint8 in [0, 255] or float already in [0, 1].
-    Output: (B, num_filters * S * S) flat float features, S = ``conv_output_size``.
+    Output: (B, num_filters * S * S) flat float32 features, S = ``conv_output_size``.
+
+    ``amp_dtype`` (None, or e.g. ``torch.bfloat16``) runs the convs under
+    ``torch.autocast`` in that dtype; weights and the returned features stay float32.
     """
 
     def __init__(self, in_channels: int, num_layers: int = 4, num_filters: int = 32) -> None:
@@ -45,12 +48,17 @@ class ConvTrunk(nn.Module):
             layers += [nn.Conv2d(num_filters, num_filters, 3, stride=1), nn.ReLU()]
         self.net = nn.Sequential(*layers)
         self.channels_last = False
+        self.amp_dtype: torch.dtype | None = None
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         x = obs.float().div_(255.0) if obs.dtype == torch.uint8 else obs
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        return self.net(x).flatten(1)
+        if self.amp_dtype is None:
+            return self.net(x).flatten(1)
+        with torch.autocast(x.device.type, dtype=self.amp_dtype):
+            h = self.net(x)
+        return h.flatten(1).float()
 
 
 class EncoderHead(nn.Module):

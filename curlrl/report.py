@@ -29,10 +29,10 @@ DEFAULT_STEPS = (100_000, 500_000)
 _OPERATIONAL_KEYS = {"task", "seed", "device", "threads", "env_steps", "eval_every", "checkpoint_every",
                      "save_replay", "video", "log_every_updates", "curl", "channels_last",
                      "replay_compress"}
-# Keys with no paper value: the paper's code steps the encoder with two Adam states (one
-# of them duplicated), which neither choice reproduces, so the comparison is with the
-# shipped default and says so.
-_LIBRARY_KEYS = {"encoder_adam"}
+# Keys with no paper value, compared with the shipped default and labelled so: the paper's
+# code steps the encoder with two Adam states (one of them duplicated), which neither
+# encoder_adam choice reproduces, and it has no mixed precision.
+_LIBRARY_KEYS = {"encoder_adam", "amp"}
 # One row per (run, evaluation): the mean return over its episodes is all a score needs.
 EXPORT_COLUMNS = ["algo", "task", "seed", "env_step", "episodes", "return", "batch_size", "device",
                   "env_steps", "non_paper", "source"]
@@ -78,7 +78,8 @@ def non_paper_settings(cfg: dict[str, Any]) -> list[str]:
     """Keys of a run config that differ from the paper settings (the shipped per-task config).
 
     Each reads ``key=value (paper X)``, or ``(shipped X)`` for a library choice the paper
-    has no value for (``encoder_adam``). Operational keys (device, threads, env_steps, eval/checkpoint cadence, ...) are ignored."""
+    has no value for (``encoder_adam``, ``amp``). Operational keys (device, threads,
+    env_steps, eval/checkpoint cadence, ...) are ignored."""
     from curlrl import config as config_mod
 
     task = cfg.get("task")

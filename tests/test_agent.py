@@ -153,6 +153,28 @@ def test_update_on_cuda_never_waits_for_the_device(mode):
         torch.cuda.set_sync_debug_mode("default")
 
 
+def test_amp_bf16_runs_the_convs_in_bfloat16_and_stays_close_to_float32():
+    agents = {amp: make_agent(amp=amp) for amp in ("off", "bf16")}
+    seen = {amp: set() for amp in agents}
+    for amp, agent in agents.items():
+        for enc in (agent.encoder, agent.encoder_target):
+            for layer in enc.conv.net:
+                if isinstance(layer, torch.nn.Conv2d):
+                    layer.register_forward_hook(lambda mod, inp, out, amp=amp: seen[amp].add(out.dtype))
+    metrics = {}
+    for amp, agent in agents.items():
+        torch.manual_seed(1)
+        metrics[amp] = agent.update(make_batch())
+    assert seen == {"off": {torch.float32}, "bf16": {torch.bfloat16}}
+    for k in metrics["off"]:
+        assert float(metrics["bf16"][k]) == pytest.approx(float(metrics["off"][k]), rel=0.05, abs=0.02), k
+    bf16 = agents["bf16"]
+    assert bf16.encoder.conv(torch.zeros(2, *OBS[:1], 20, 20, dtype=torch.uint8)).dtype == torch.float32
+    assert all(p.dtype == torch.float32 for m in bf16.modules().values() for p in m.parameters())
+    with pytest.raises(ValueError, match="amp"):
+        make_agent(amp="fp16")
+
+
 def test_curl_false_is_pixel_sac_with_crops():
     agent = make_agent(curl=False)
     m = agent.update(make_batch())

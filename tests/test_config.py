@@ -38,6 +38,7 @@ def test_config_file_layer(tmp_path):
     (["crop_size=120"], "'crop_size'"),
     (["update_mode=fast"], "'update_mode'"),
     (["encoder_adam=separate"], "'encoder_adam' must be 'shared' or 'per_loss'"),
+    (["amp=fp16"], "'amp' must be 'off' or 'bf16'"),
     (["encoder_adam=per_loss", "update_mode=fused"], "'encoder_adam' = 'per_loss' needs update_mode=exact"),
     (["device=tpu"], "'device'"),
     (["nokey"], "key=value"),

@@ -19,8 +19,9 @@ def cue_image(rng, side: int) -> np.ndarray:
     return img
 
 
-@pytest.mark.parametrize("mode,encoder_adam", [("fused", "shared"), ("exact", "shared"), ("exact", "per_loss")])
-def test_agent_learns_a_pixel_bandit(mode, encoder_adam):
+@pytest.mark.parametrize("mode,encoder_adam,amp", [("fused", "shared", "off"), ("exact", "shared", "off"),
+                                                   ("exact", "per_loss", "off"), ("exact", "shared", "bf16")])
+def test_agent_learns_a_pixel_bandit(mode, encoder_adam, amp):
     """Reward = action if the bar is right, -action if left: only the pixels tell which.
 
     A random policy scores 0, a perfect one 1; the agent must reach 0.7 in 400 updates.
@@ -28,7 +29,7 @@ def test_agent_learns_a_pixel_bandit(mode, encoder_adam):
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
     cfg = AgentConfig(crop_size=20, feature_dim=16, num_filters=8, hidden_dim=64, update_mode=mode,
-                      encoder_adam=encoder_adam, actor_lr=3e-3, critic_lr=3e-3, encoder_lr=3e-3, init_temperature=0.01)
+                      encoder_adam=encoder_adam, amp=amp, actor_lr=3e-3, critic_lr=3e-3, encoder_lr=3e-3, init_temperature=0.01)
     agent = CurlSacAgent((9, 24, 24), 1, cfg, seed=0)
     replay = ReplayBuffer(2000, (3, 24, 24), 1, frame_stack=3, seed=0)
 
