@@ -12,6 +12,7 @@ Run directory layout::
 from __future__ import annotations
 
 import json
+import os
 import random
 import sys
 import time
@@ -102,6 +103,22 @@ def _set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def warn_if_cpu_busy() -> None:
+    """One line on stderr when other processes already load the CPU that torch will use whole.
+
+    Two runs with all-core thread pools on the same cores slowed each other ~4x here (not 2x).
+    """
+    cores = os.cpu_count() or 1
+    try:
+        load = os.getloadavg()[0]
+    except OSError:
+        return
+    if load >= 0.75 * cores:
+        print(f"curlrl: the CPU is already busy (load {load:.1f} on {cores} cores) and this run will use "
+              f"all {cores} cores: concurrent runs slow each other more than in proportion; give each "
+              f"run its share, e.g. threads={max(1, cores // 2)}", file=sys.stderr)
+
+
 class Trainer:
     """Owns one run: env, agent, replay, logs and checkpoints in ``run_dir``."""
 
@@ -110,6 +127,8 @@ class Trainer:
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         self.device = resolve_device(cfg.device)
+        if self.device.type == "cpu" and not cfg.threads and not quiet:
+            warn_if_cpu_busy()
         if cfg.amp == "bf16" and self.device.type == "cpu" and not quiet:
             print("curlrl: amp=bf16 is meant for GPUs; on a CPU without native bfloat16 it is slower "
                   "(the convs ran ~9x slower on this project's AVX2 machine)", file=sys.stderr)

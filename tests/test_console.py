@@ -1,6 +1,9 @@
-"""Progress output: whole lines in a log file, a redrawn bar on a terminal."""
+"""Console output: progress lines in a log file, a redrawn bar on a terminal, warnings."""
 import io
 
+import pytest
+
+from curlrl import train as train_mod
 from curlrl.progress import progress_bar
 
 
@@ -29,3 +32,13 @@ def test_log_file_gets_one_line_per_refresh():
 def test_terminal_gets_a_redrawn_bar_and_quiet_gets_nothing():
     assert "\r" in _run(_Terminal())
     assert _run(io.StringIO(), quiet=True) == ""
+
+
+@pytest.mark.parametrize("load,warned", [(1.9, True), (0.4, False)])
+def test_busy_cpu_warning(monkeypatch, capsys, load, warned):
+    monkeypatch.setattr(train_mod.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(train_mod.os, "getloadavg", lambda: (load, load, load))
+    train_mod.warn_if_cpu_busy()
+    err = capsys.readouterr().err
+    assert (f"the CPU is already busy (load {load:.1f} on 2 cores)" in err and "threads=1" in err) == warned
+    assert err.count("\n") == (1 if warned else 0)
