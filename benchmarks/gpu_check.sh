@@ -4,7 +4,8 @@
 #   bash benchmarks/gpu_check.sh [OUT_DIR]
 # 1. the agent and core tests on the GPU (the CUDA-only ones are skipped elsewhere),
 # 2. update speed at batch 128 and 512 for exact and fused, float32 and amp=bf16
-#    (synthetic frames: no renderer or dm_control needed), each line also in OUT_DIR.
+#    (synthetic frames: no renderer or dm_control needed), each line also in OUT_DIR,
+# 3. if lz4 is importable, the largest batch again with the LZ4 replay training uses.
 # Learning runs on the GPU need dm_control & co. installed: see docs/benchmarking.md.
 # PYTHON, DEVICE (default cuda), BATCHES (default "128 512") and UPDATES (default 30)
 # can be overridden, e.g. DEVICE=cpu BATCHES=8 UPDATES=2 for a dry run.
@@ -39,4 +40,10 @@ for batch in $BATCHES; do
       --amp "$amp" --updates "$UPDATES" 2>&1 | tee -a "$OUT_DIR/update_speed.txt" || status=1
   done
 done
+# training samples from an LZ4 replay on the CPU (~50 ms per batch of 512 on a 2-core CPU):
+# the same timing with it shows whether sampling, not the GPU, bounds a training step
+last_batch=${BATCHES##* }
+"$PYTHON" -c "import lz4" 2>/dev/null && "$PYTHON" benchmarks/update_speed.py --device "$DEVICE" \
+  --batch-size "$last_batch" --mode exact,fused --compress --updates "$UPDATES" 2>&1 \
+  | tee -a "$OUT_DIR/update_speed.txt"
 exit $status
