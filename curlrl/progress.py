@@ -34,5 +34,9 @@ def progress_bar(total: int, unit: str, quiet: bool = False, initial: int = 0, s
     if getattr(stream, "isatty", lambda: False)():
         return tqdm(total=total, initial=initial, unit=unit, disable=quiet, dynamic_ncols=True,
                     mininterval=1.0, file=stream)
-    return tqdm(total=total, initial=initial, unit=unit, disable=quiet, mininterval=30.0, file=_LineWriter(stream),
+    # miniters=1: check the clock at every update, so a line comes every 30 s whatever the rate
+    # (tqdm's adaptive miniters, tuned in the fast random phase, would skip minutes of slow updates,
+    # and its monitor thread would add extra redraws)
+    return tqdm(total=total, initial=initial, unit=unit, disable=quiet, mininterval=30.0, miniters=1,
+                file=_LineWriter(stream),
                 bar_format="{percentage:3.0f}% {n_fmt}/{total_fmt} [{elapsed}<{remaining}, {rate_fmt}{postfix}]")

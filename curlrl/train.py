@@ -103,17 +103,37 @@ def _set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def cpu_busy_fraction(seconds: float = 0.25) -> float | None:
+    """Fraction of all cores busy over the next ``seconds`` (from /proc/stat; None elsewhere)."""
+    def sample() -> tuple[int, int]:
+        with open("/proc/stat") as fh:
+            ticks = [int(v) for v in fh.readline().split()[1:]]
+        return sum(ticks), ticks[3] + (ticks[4] if len(ticks) > 4 else 0)  # total, idle + iowait
+    try:
+        total0, idle0 = sample()
+        time.sleep(seconds)
+        total1, idle1 = sample()
+    except (OSError, ValueError, IndexError):
+        return None
+    return 1.0 - (idle1 - idle0) / max(total1 - total0, 1)
+
+
 def warn_if_cpu_busy() -> None:
     """One line on stderr when other processes already load the CPU that torch will use whole.
 
     Two runs with all-core thread pools on the same cores slowed each other ~4x here (not 2x).
+    The 1-minute load average lags (a run that just ended still counts), so the CPU's use
+    right now must agree.
     """
     cores = os.cpu_count() or 1
     try:
         load = os.getloadavg()[0]
     except OSError:
         return
-    if load >= 0.75 * cores:
+    if load < 0.75 * cores:
+        return
+    busy = cpu_busy_fraction()
+    if busy is None or busy >= 0.5:
         print(f"curlrl: the CPU is already busy (load {load:.1f} on {cores} cores) and this run will use "
               f"all {cores} cores: concurrent runs slow each other more than in proportion; give each "
               f"run its share, e.g. threads={max(1, cores // 2)}", file=sys.stderr)
