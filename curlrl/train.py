@@ -304,7 +304,7 @@ class Trainer:
     def _end_episode(self, ep_return: float, length: int, metrics: list[dict], seconds: float) -> None:
         cfg = self.cfg
         # the agent's metrics are device tensors: one read per key and episode, not per update
-        means = {k: float(torch.stack([m[k] for m in metrics if k in m]).float().mean()) for k in
+        means = {k: float(torch.stack([m[k] for m in metrics if k in m]).mean()) for k in
                  ("critic_loss", "actor_loss", "curl_loss", "alpha", "entropy") if any(k in m for m in metrics)}
         row = dict(task=cfg.task, seed=cfg.seed, env_step=self.env_step, agent_step=self.env_step // cfg.action_repeat,
                    updates=self.agent.updates, episode=self.episode, episode_env_steps=length,
