@@ -2,36 +2,48 @@
 
 Read top to bottom: hyperparameters, networks, acting, one update, state.
 
-Parameter ownership (each loss's gradient reaches a parameter through one optimizer):
-    encoder      -> critic encoder (conv trunk + Linear/LayerNorm head); with
-                    encoder_adam="shared" it takes the critic's and the CURL gradients
-    encoder_curl -> the same encoder parameters, CURL gradients only (encoder_adam="per_loss")
-    critic       -> twin Q MLPs
-    actor        -> actor's own Linear/LayerNorm head + policy MLP (conv tied to the critic's)
-    alpha        -> log temperature
-    curl         -> bilinear W of the CURL head
-The critic-target encoder (EMA of the critic encoder) is the CURL momentum key encoder.
+The default agent is the update behind CURL's published numbers (MishaLaskin/curl,
+``curl_sac.py``), step for step; ``agents/plain.py`` writes that update out with the
+reference's own optimizers and ``tests/test_agent.py`` checks the two agree.
 
-Encoder Adam state. On the encoder the critic-loss gradient is ~7x larger than the
-CURL gradient at 20k env steps and ~30x at 100k (benchmarks/grad_scale.py, cartpole
-runs). With one shared Adam ("shared", the default) the CURL step is divided by the
-critic's second moment and rides the critic's momentum, so it moves the encoder ~1/7 to
-~1/30 as far as the critic step.
-"per_loss" keeps one Adam state per loss as the reference code does (its critic
-optimizer includes the encoder; its CURL step uses separate optimizers), without the
-reference's duplicated CURL step. It needs update_mode="exact" (fused has one gradient).
+One update (``k`` counts updates from 0):
+    1. critic step: twin-Q loss against the target ``r + γ (min Q̄(s', a') − α log π(a'|s'))``,
+       gradient into the Q MLPs and the critic encoder;
+    2. if k % actor_update_every == 0: actor step on detached conv features, then α step;
+    3. if k % target_update_every == 0: EMA of the target Q (critic_tau) and of the target
+       encoder (encoder_tau), which is also CURL's momentum key encoder;
+    4. CURL step: anchors from the critic encoder, keys from the key encoder *after* step 3.
+The reference's first update comes at agent step 1000 (even), so it steps the actor and
+the targets; here update k=0 does too.
+
+Encoder optimizer state (``encoder_adam``):
+    reference (default): the critic optimizer covers Q + encoder (critic_lr, critic_beta), so
+        the critic gradient reaches the encoder through an Adam state that sees only critic
+        gradients. The reference steps the CURL gradient through *two* Adams over the
+        encoder (its ``encoder_optimizer`` and ``cpc_optimizer``), zeroed, fed the same
+        gradient and stepped together with the same lr and betas (0.9, 0.999): their
+        moments are identical at every step, so together they move each weight by
+        2·lr·m̂/(√v̂+ε), which is exactly one Adam state at 2 × encoder_lr. Here that is
+        the ``encoder_curl`` optimizer at 2 × encoder_lr: the same step, half the work.
+        W has its own Adam at curl_lr (the reference: encoder_lr, one step).
+    per_loss (variant): as reference, but the CURL state steps at 1 × encoder_lr (half the
+        reference's CURL step) and the critic's encoder state at encoder_lr.
+    shared (variant): one Adam state on the encoder for both gradients. The critic gradient
+        on the encoder is ~7x the CURL gradient at 20k env steps and ~30x at 100k
+        (benchmarks/grad_scale.py), so the CURL step is divided by the critic's second
+        moment and moves the encoder ~1/7 to ~1/30 as far as the critic's step.
 
 Update modes:
-    exact (default): the reference's sequence (critic step; actor/alpha step; CURL step
-        on a fresh anchor pass with the updated encoder), so the encoder optimizer steps
-        twice per update, once per loss. Redundant passes are shared: the actor phase and
-        the CURL anchor use one conv pass, and target and key encoder passes run as one
-        batch, which is why the momentum update comes last (after the CURL step).
-    fused: the CURL loss uses the critic pass's anchor features and is summed with the
-        critic loss into one backward; every parameter is stepped once per update. 1.4x
-        fewer FLOPs, but the encoder takes one Adam step per update instead of two (about
-        half the distance), and it learned more slowly per env step in our cartpole runs
-        (benchmarks/README.md), so it is the opt-in fast mode.
+    exact (default): the sequence above with redundant passes shared where the math is
+        unchanged: the actor phase and the CURL anchor use one conv pass of the updated
+        encoder; the target-Q pass and the key pass run as one batch on updates without
+        an EMA step (on EMA updates the keys need the moved key encoder, a second pass of
+        the same size: no extra FLOPs).
+    fused (variant, needs encoder_adam=shared): the CURL loss uses the critic pass's anchor
+        features and keys from before the EMA, and is summed with the critic loss into one
+        backward; every parameter is stepped once per update. 1.4x fewer FLOPs, but the
+        encoder takes one Adam step per update instead of two, and it learned more slowly
+        per env step in our cartpole runs (benchmarks/README.md).
 """
 from __future__ import annotations
 
@@ -47,7 +59,9 @@ from curlrl.agents.networks import Actor, TwinQ
 from curlrl.augment import center_crop, random_crop
 from curlrl.contrastive import CurlHead
 from curlrl.ema import ema_update
-from curlrl.encoder import EncoderHead, PixelEncoder
+from curlrl.encoder import EncoderHead, PixelEncoder, orthogonal_init
+
+ENCODER_ADAM = ("reference", "per_loss", "shared")  # layouts of the encoder's Adam states
 
 
 @dataclass
@@ -68,8 +82,8 @@ class AgentConfig:
     actor_beta: float = 0.9          # Adam beta1, actor
     critic_lr: float = 1e-3          # Q MLPs; 2e-4 for cheetah-run
     critic_beta: float = 0.9         # Adam beta1, critic and encoder
-    encoder_lr: float = 1e-3         # critic encoder (critic and CURL gradients); 2e-4 for cheetah-run
-    curl_lr: float = 1e-3            # bilinear W (the reference used encoder_lr)
+    encoder_lr: float = 1e-3         # CURL step on the encoder (at 2x, see the module docstring); 2e-4 for cheetah-run
+    curl_lr: float | None = None     # bilinear W; None: encoder_lr, as the reference
     critic_tau: float = 0.01         # EMA rate of the target Q MLPs
     encoder_tau: float = 0.05        # EMA rate of the target / momentum key encoder
     actor_update_every: int = 2      # actor and alpha step every N updates
@@ -77,9 +91,9 @@ class AgentConfig:
     log_std_min: float = -10.0       # actor log-std range
     log_std_max: float = 2.0
     curl: bool = True                # contrastive auxiliary loss; false = pixel SAC + crop (RAD-like)
-    update_mode: str = "exact"       # "exact" (reference math) or "fused" (1.4x faster), see the module docstring
-    encoder_adam: str = "shared"     # "shared": one Adam state for critic + CURL gradients on the
-                                     # encoder; "per_loss": one per loss, as the reference (exact only)
+    update_mode: str = "exact"       # "exact" (the reference's update) or "fused" (1.4x faster variant)
+    encoder_adam: str = "reference"  # Adam states on the encoder: "reference" (default), "per_loss",
+                                     # "shared" (variants); see the module docstring
     channels_last: bool = True       # NHWC conv memory layout (faster on CPU)
     amp: str = "off"                 # "bf16": conv trunks under bfloat16 autocast (for GPUs; the rest
                                      # stays float32); "off": float32 throughout
@@ -101,13 +115,13 @@ class CurlSacAgent:
         self.cfg = cfg = config or AgentConfig()
         if cfg.update_mode not in ("fused", "exact"):
             raise ValueError(f"update_mode must be 'fused' or 'exact', got {cfg.update_mode!r}")
-        if cfg.encoder_adam not in ("shared", "per_loss"):
-            raise ValueError(f"encoder_adam must be 'shared' or 'per_loss', got {cfg.encoder_adam!r}")
+        if cfg.encoder_adam not in ENCODER_ADAM:
+            raise ValueError(f"encoder_adam must be one of {', '.join(ENCODER_ADAM)}, got {cfg.encoder_adam!r}")
         if cfg.amp not in ("off", "bf16"):
             raise ValueError(f"amp must be 'off' or 'bf16', got {cfg.amp!r}")
-        if cfg.encoder_adam == "per_loss" and cfg.update_mode != "exact":
-            raise ValueError("encoder_adam='per_loss' needs update_mode='exact' (fused sums both losses "
-                             "into one gradient)")
+        if cfg.update_mode == "fused" and cfg.curl and cfg.encoder_adam != "shared":
+            raise ValueError(f"update_mode='fused' needs encoder_adam='shared' (it sums the critic and CURL "
+                             f"losses into one gradient), got encoder_adam={cfg.encoder_adam!r}")
         self.device = torch.device(device)
         self.obs_shape, self.action_dim = tuple(obs_shape), action_dim
         crop_shape = (obs_shape[0], cfg.crop_size, cfg.crop_size)
@@ -116,6 +130,7 @@ class CurlSacAgent:
                                     cfg.encoder_tanh).to(self.device)
         # The actor sees the critic's conv features (tied weights, detached) through its own head.
         self.actor_head = EncoderHead(self.encoder.conv_dim, cfg.feature_dim, cfg.encoder_tanh).to(self.device)
+        self.actor_head.apply(orthogonal_init)  # as the reference initialises its whole actor
         self.actor = Actor(cfg.feature_dim, action_dim, cfg.hidden_dim, cfg.log_std_min, cfg.log_std_max).to(self.device)
         self.q = TwinQ(cfg.feature_dim, action_dim, cfg.hidden_dim).to(self.device)
         self.encoder_target = copy.deepcopy(self.encoder).requires_grad_(False)
@@ -131,41 +146,46 @@ class CurlSacAgent:
             for enc in (self.encoder, self.encoder_target):
                 enc.conv.amp_dtype = torch.bfloat16
 
-        adam = torch.optim.Adam
-        self.optimizers = {
-            "encoder": self._encoder_optimizer(),
-            "critic": adam(self.q.parameters(), lr=cfg.critic_lr, betas=(cfg.critic_beta, 0.999)),
+        self.optimizers = self._build_optimizers()
+        self.generator = torch.Generator(self.device).manual_seed(seed)
+        self.updates = 0
+
+    def _build_optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        """One Adam per loss and parameter set, laid out by ``encoder_adam`` (module docstring)."""
+        cfg, adam = self.cfg, torch.optim.Adam
+        # Frozen parameters (freeze_conv) are left out: no optimizer state, no weight change.
+        encoder = [p for p in self.encoder.parameters() if p.requires_grad]
+        critic = [*self.q.parameters(), *encoder] if cfg.encoder_adam == "reference" else list(self.q.parameters())
+        optimizers = {
+            "critic": adam(critic, lr=cfg.critic_lr, betas=(cfg.critic_beta, 0.999)),
             "actor": adam([*self.actor_head.parameters(), *self.actor.parameters()], lr=cfg.actor_lr,
                           betas=(cfg.actor_beta, 0.999)),
             "alpha": adam([self.log_alpha], lr=cfg.alpha_lr, betas=(cfg.alpha_beta, 0.999)),
         }
+        if cfg.encoder_adam != "reference":
+            optimizers["encoder"] = adam(encoder, lr=cfg.encoder_lr, betas=(cfg.critic_beta, 0.999))
         if self.curl_head is not None:
-            self.optimizers["curl"] = adam(self.curl_head.parameters(), lr=cfg.curl_lr)
-            if cfg.encoder_adam == "per_loss":
-                self.optimizers["encoder_curl"] = self._encoder_optimizer()
-        self.generator = torch.Generator(self.device).manual_seed(seed)
-        self.updates = 0
-
-    def _encoder_optimizer(self) -> torch.optim.Optimizer:
-        # Frozen parameters (freeze_conv) are left out: no optimizer state, no weight change.
-        params = [p for p in self.encoder.parameters() if p.requires_grad]
-        return torch.optim.Adam(params, lr=self.cfg.encoder_lr, betas=(self.cfg.critic_beta, 0.999))
+            curl_lr = cfg.encoder_lr if cfg.curl_lr is None else cfg.curl_lr
+            optimizers["curl"] = adam(self.curl_head.parameters(), lr=curl_lr)
+            if cfg.encoder_adam == "reference":  # = the reference's two identical Adams (docstring)
+                optimizers["encoder_curl"] = adam(encoder, lr=2 * cfg.encoder_lr)
+            elif cfg.encoder_adam == "per_loss":
+                optimizers["encoder_curl"] = adam(encoder, lr=cfg.encoder_lr, betas=(cfg.critic_beta, 0.999))
+        return optimizers
 
     def init_encoder(self, state: dict[str, torch.Tensor] | None, freeze_conv: bool = False) -> None:
         """Start from pretrained encoder weights, before the first update.
 
         ``state`` (a :class:`PixelEncoder` state dict, or None to keep the random init)
         goes into the critic encoder, its EMA/key copy and so the tied actor conv.
-        ``freeze_conv`` fixes the conv trunk: it leaves the encoder optimizer, which is
+        ``freeze_conv`` fixes the conv trunk: it leaves every optimizer, which are
         rebuilt; the Linear+LayerNorm heads, MLPs and W still learn.
         """
         if state is not None:
             self.encoder.load_state_dict(state)
             self.encoder_target.load_state_dict(state)
         self.encoder.conv.requires_grad_(not freeze_conv)
-        for name in ("encoder", "encoder_curl"):
-            if name in self.optimizers:
-                self.optimizers[name] = self._encoder_optimizer()
+        self.optimizers = self._build_optimizers()
 
     @property
     def alpha(self) -> torch.Tensor:
@@ -203,8 +223,8 @@ class CurlSacAgent:
 
         ``batch``: ``obs``/``next_obs`` (B, 3k, H, W) uint8, ``action`` (B, A),
         ``reward`` (B, 1), ``not_done`` (B, 1) — numpy arrays or tensors. The crops are
-        drawn here, on the agent's device: obs (also the CURL anchor), an independent
-        crop of obs (the CURL positive) and a crop of next_obs.
+        drawn here, on the agent's device: obs (also the CURL anchor), next_obs, and an
+        independent crop of obs (the CURL positive), in that order.
 
         The metrics (critic_loss, q_mean, curl_loss, alpha; actor_loss, alpha_loss,
         entropy on actor steps) are detached 0-dim tensors on the agent's device, so an
@@ -212,8 +232,13 @@ class CurlSacAgent:
         Training reads them once per episode.
         """
         cfg, b = self.cfg, self._to_device(batch)
+        k = self.updates
         self.updates += 1
-        obs, target_q, z_key = self.crops_and_targets(b)
+        actor_step, target_step = k % cfg.actor_update_every == 0, k % cfg.target_update_every == 0
+        curl = self.curl_head is not None
+        fused = curl and cfg.update_mode == "fused"
+        # Keys from the key encoder as it is now are exact unless the EMA moves it before the CURL step.
+        obs, positive, target_q, z_key = self.crops_and_targets(b, keys=fused or not target_step)
         metrics: dict[str, torch.Tensor] = {}
 
         h = self.encoder.conv(obs)
@@ -221,55 +246,61 @@ class CurlSacAgent:
         q1, q2 = self.q(z, b["action"].float())
         critic_loss = F.mse_loss(q1, target_q) + F.mse_loss(q2, target_q)
         metrics.update(critic_loss=critic_loss.detach(), q_mean=q1.detach().mean())
-        fused = cfg.update_mode == "fused" and self.curl_head is not None
+        critic_optimizers = ["critic"] if "encoder" not in self.optimizers else ["encoder", "critic"]
         if fused:
             curl_loss = self.curl_head.loss(z, z_key)
-            self._step(["encoder", "critic", "curl"], critic_loss + curl_loss)
+            self._step([*critic_optimizers, "curl"], critic_loss + curl_loss)
             metrics["curl_loss"] = curl_loss.detach()
         else:
-            self._step(["encoder", "critic"], critic_loss)
+            self._step(critic_optimizers, critic_loss)
             # Same (updated) conv weights, same input: one pass serves the actor and the anchor.
-            if self.curl_head is not None or self.updates % cfg.actor_update_every == 0:
-                with torch.set_grad_enabled(self.curl_head is not None):
+            if curl or actor_step:
+                with torch.set_grad_enabled(curl):
                     h = self.encoder.conv(obs)
 
-        if self.updates % cfg.actor_update_every == 0:
+        if actor_step:
             metrics.update(self._update_actor_and_alpha(h.detach()))
+        if target_step:
+            ema_update(self.q_target, self.q, cfg.critic_tau)
+            ema_update(self.encoder_target, self.encoder, cfg.encoder_tau)
 
-        if self.curl_head is not None and not fused:
+        if curl and not fused:
+            if z_key is None:
+                with torch.no_grad():
+                    z_key = self.encoder_target(positive)
             curl_loss = self.curl_head.loss(self.encoder.head(h), z_key)
             self._step([self.curl_encoder_optimizer, "curl"], curl_loss)
             metrics["curl_loss"] = curl_loss.detach()
-
-        if self.updates % cfg.target_update_every == 0:
-            ema_update(self.q_target, self.q, cfg.critic_tau)
-            ema_update(self.encoder_target, self.encoder, cfg.encoder_tau)
         metrics["alpha"] = self.alpha.detach()
         return metrics
 
     @torch.no_grad()
-    def crops_and_targets(self, b: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    def crops_and_targets(self, b: dict[str, torch.Tensor], keys: bool = True
+                          ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor | None]:
         """Draw the crops of a device batch and compute what needs no gradient.
 
-        Returns the obs crop (critic input and CURL anchor), the critic target
-        ``r + not_done * gamma * (min Q_target(s', a') - alpha log pi(a'|s'))`` (B, 1) and
-        the momentum key encoder's features of an independent crop of obs (None without CURL).
+        Returns the obs crop (critic input and CURL anchor), the positive crop (an
+        independent crop of obs; None without CURL), the critic target
+        ``r + not_done * gamma * (min Q_target(s', a') - alpha log pi(a'|s'))`` (B, 1) and,
+        if ``keys``, the momentum key encoder's features of the positive (else None).
         """
         cfg = self.cfg
         obs = random_crop(b["obs"], cfg.crop_size, self.generator)
         next_obs = random_crop(b["next_obs"], cfg.crop_size, self.generator)
         _, next_pi, next_log_pi, _ = self.actor(self.actor_head(self.encoder.conv(next_obs)))
-        z_key = None
+        positive = z_key = None
         if self.curl_head is not None:
-            # target encoder = momentum key encoder: one batched pass for both uses
             positive = random_crop(b["obs"], cfg.crop_size, self.generator)
+        if keys and positive is not None:
+            # target encoder = momentum key encoder: one batched pass for both uses
             h_target, h_key = self.encoder_target.conv(torch.cat([next_obs, positive])).chunk(2)
             z_key = self.encoder_target.head(h_key)
         else:
             h_target = self.encoder_target.conv(next_obs)
         target_q1, target_q2 = self.q_target(self.encoder_target.head(h_target), next_pi)
         target_v = torch.min(target_q1, target_q2) - self.alpha * next_log_pi
-        return obs, b["reward"].float() + b["not_done"].float() * cfg.discount * target_v, z_key
+        target_q = b["reward"].float() + b["not_done"].float() * cfg.discount * target_v
+        return obs, positive, target_q, z_key
 
     @property
     def curl_encoder_optimizer(self) -> str:

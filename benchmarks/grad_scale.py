@@ -52,13 +52,14 @@ def main() -> None:
     if agent.curl_head is None:
         sys.exit("grad_scale: this run has curl=false: there is no CURL gradient")
     params = dict(agent.encoder.named_parameters())
-    adam = agent.optimizers["encoder"].state
+    # the Adam state that carries the critic gradient on the encoder
+    adam = agent.optimizers["encoder" if "encoder" in agent.optimizers else "critic"].state
     print(f"# {run}: env step {state['counters']['env_step']}, {agent.updates} updates, "
           f"update_mode={cfg.update_mode}, encoder_adam={cfg.encoder_adam}, batch {args.batch_size}")
     rows: dict[str, list[tuple[float, float]]] = {n: [] for n in params}
     for _ in range(args.batches):
         b = agent._to_device(replay.sample(args.batch_size))
-        obs, target_q, z_key = agent.crops_and_targets(b)
+        obs, _, target_q, z_key = agent.crops_and_targets(b)
         z = agent.encoder(obs)
         q1, q2 = agent.q(z, b["action"].float())
         critic_loss = F.mse_loss(q1, target_q) + F.mse_loss(q2, target_q)

@@ -42,7 +42,8 @@ def main() -> None:
     obs, _ = env.reset(seed=0)
     rng = np.random.default_rng(0)
     env_s = timed(lambda: env.step(rng.uniform(-1, 1, 1).astype(np.float32)), 200)
-    agent = CurlSacAgent((9, 100, 100), 1, AgentConfig(update_mode=args.mode))
+    agent = CurlSacAgent((9, 100, 100), 1, AgentConfig(update_mode=args.mode,
+                                                       encoder_adam="shared" if args.mode == "fused" else "reference"))
     act_s = timed(lambda: agent.act(obs, sample=True), 200)
     replay = filled_replay(1, 100)
     update_s = timed(lambda: agent.update(replay.sample(args.batch_size)), args.updates)

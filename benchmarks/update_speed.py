@@ -4,8 +4,10 @@ Each timed iteration is what training does per agent step: sample a batch from a
 ReplayBuffer (9x100x100 stacks; ``--compress`` for the LZ4 storage training uses by
 default, ``--frames TASK`` for real renders instead of noise), crop it on the device and
 update the agent. Modes:
-``fused`` and ``exact`` (CurlSacAgent) and ``plain`` (the same math as exact with one
-network call per use, the reference's passes). FLOPs per update are counted once with
+``exact`` (CurlSacAgent's default, the reference's update), ``fused`` (the fast variant,
+with ``encoder_adam=shared``) and ``plain`` (``agents/plain.py``: the reference's update
+with one network call per use and its own optimizers, two Adam steps on the encoder for
+the CURL loss included). FLOPs per update are counted once with
 torch's FlopCounterMode (forward + backward of every op), so GFLOP/s is achieved work.
 To compare machines, the script first measures this machine's fp32 matmul rate (large
 square matmuls on the same threads) and prints each mode's rate as a fraction of it.
@@ -28,7 +30,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from curlrl import ReplayBuffer
 from curlrl.agents import AgentConfig, CurlSacAgent
-from curlrl.agents.plain import plain_update
+from curlrl.agents.plain import ReferenceCurlSac
 from replay_memory import source_frames  # benchmarks/ is on sys.path when run as a script
 
 
@@ -65,9 +67,9 @@ def matmul_gflops(device: str, n: int = 2048, seconds: float = 1.5) -> float:
 def bench_mode(mode: str, args, replay: ReplayBuffer) -> dict:
     torch.manual_seed(0)
     cfg = AgentConfig(update_mode="exact" if mode == "plain" else mode, channels_last=not args.no_channels_last,
-                      amp=args.amp)
+                      amp=args.amp, encoder_adam="shared" if mode == "fused" else "reference")
     agent = CurlSacAgent((9, args.image_size, args.image_size), args.action_dim, cfg, device=args.device)
-    step = (lambda b: plain_update(agent, b)) if mode == "plain" else agent.update
+    step = ReferenceCurlSac(agent).update if mode == "plain" else agent.update
 
     def one():
         step(replay.sample(args.batch_size))

@@ -6,13 +6,15 @@ import pytest
 import torch
 
 from curlrl.agents import AgentConfig, CurlSacAgent
-from curlrl.agents.plain import plain_update
+from curlrl.agents.plain import ReferenceCurlSac
 
 SMALL = dict(crop_size=20, feature_dim=8, num_filters=8, hidden_dim=32)
 OBS = (9, 24, 24)
 
 
 def make_agent(seed=0, **kw):
+    if kw.get("update_mode") == "fused":
+        kw.setdefault("encoder_adam", "shared")  # the only layout fused can have
     torch.manual_seed(seed)
     return CurlSacAgent(OBS, 2, AgentConfig(**{**SMALL, **kw}), seed=seed)
 
@@ -32,9 +34,13 @@ def trainable(agent):
     return params
 
 
-@pytest.mark.parametrize("curl,encoder_adam", [(True, "shared"), (False, "shared"), (True, "per_loss")])
-def test_every_parameter_belongs_to_exactly_one_optimizer(curl, encoder_adam):
-    """One optimizer per parameter; with per_loss the encoder has a second one for CURL gradients only."""
+LAYOUTS = [(True, "reference"), (False, "reference"), (True, "per_loss"), (True, "shared"), (False, "shared")]
+
+
+@pytest.mark.parametrize("curl,encoder_adam", LAYOUTS)
+def test_each_loss_reaches_each_parameter_through_one_optimizer(curl, encoder_adam):
+    """Without the CURL-only encoder state, every trainable parameter is in exactly one
+    optimizer; that state (reference, per_loss) covers exactly the encoder."""
     agent = make_agent(curl=curl, encoder_adam=encoder_adam)
     owners = {}
     for name, opt in agent.optimizers.items():
@@ -45,8 +51,11 @@ def test_every_parameter_belongs_to_exactly_one_optimizer(curl, encoder_adam):
                 assert id(p) not in owners, f"parameter in both {owners[id(p)]} and {name}"
                 owners[id(p)] = name
     assert set(owners) == set(trainable(agent))
+    encoder_ids = {id(p) for p in agent.encoder.parameters()}
+    # reference: the critic optimizer holds Q + encoder, as the reference's does
+    assert {owners[i] for i in encoder_ids} == ({"critic"} if encoder_adam == "reference" else {"encoder"})
     assert ("curl" in agent.optimizers) == curl
-    assert ("encoder_curl" in agent.optimizers) == (curl and encoder_adam == "per_loss")
+    assert ("encoder_curl" in agent.optimizers) == (curl and encoder_adam != "shared")
     if "encoder_curl" in agent.optimizers:
         curl_enc = [p for g in agent.optimizers["encoder_curl"].param_groups for p in g["params"]]
         assert [id(p) for p in curl_enc] == [id(p) for p in agent.encoder.parameters()]
@@ -55,13 +64,30 @@ def test_every_parameter_belongs_to_exactly_one_optimizer(curl, encoder_adam):
     assert not target_ids & set(owners)
 
 
+def test_reference_layout_learning_rates_and_betas():
+    """Critic gradient on Q + encoder at critic_lr/critic_beta; CURL gradient at 2 x encoder_lr
+    with Adam's default betas (the reference's two identical Adams); W at encoder_lr."""
+    agent = make_agent(critic_lr=3e-4, critic_beta=0.8, encoder_lr=5e-4)
+    groups = {name: opt.param_groups[0] for name, opt in agent.optimizers.items()}
+    assert (groups["critic"]["lr"], groups["critic"]["betas"]) == (3e-4, (0.8, 0.999))
+    assert (groups["encoder_curl"]["lr"], groups["encoder_curl"]["betas"]) == (1e-3, (0.9, 0.999))
+    assert groups["curl"]["lr"] == 5e-4
+    assert make_agent(curl_lr=2e-3).optimizers["curl"].param_groups[0]["lr"] == 2e-3
+
+
+@pytest.mark.parametrize("mode,encoder_adam", [("fused", "per_loss"), ("fused", "reference")])
+def test_fused_needs_the_shared_encoder_state(mode, encoder_adam):
+    with pytest.raises(ValueError, match="encoder_adam='shared'"):
+        make_agent(update_mode=mode, encoder_adam=encoder_adam)
+
+
 @pytest.mark.parametrize("mode,encoder_adam,encoder_steps", [("fused", "shared", 1), ("exact", "shared", 2),
-                                                             ("exact", "per_loss", 1)])
+                                                             ("exact", "per_loss", 1), ("exact", "reference", 1)])
 def test_optimizer_steps_per_update(mode, encoder_adam, encoder_steps):
     agent = make_agent(update_mode=mode, encoder_adam=encoder_adam)
     batch = make_batch()
+    agent.update(batch)  # update 0 steps actor and alpha too (every 2, from the first)
     agent.update(batch)
-    agent.update(batch)  # second update also steps actor and alpha (every 2)
     expected = {"encoder": 2 * encoder_steps, "encoder_curl": 2, "critic": 2, "curl": 2, "actor": 1, "alpha": 1}
     for name, opt in agent.optimizers.items():
         for group in opt.param_groups:
@@ -84,15 +110,16 @@ def test_actor_conv_is_the_critic_conv_and_the_actor_loss_does_not_train_it():
     assert all(p.grad is None for p in agent.encoder.conv.parameters())
 
 
-def test_targets_move_only_by_ema_every_second_update():
+def test_targets_move_only_by_ema_every_second_update_from_the_first():
     agent = make_agent()
     batch = make_batch()
     tq0 = [p.clone() for p in agent.q_target.parameters()]
-    agent.update(batch)
-    assert all(torch.equal(a, b) for a, b in zip(tq0, agent.q_target.parameters()))
-    agent.update(batch)
+    agent.update(batch)  # update 0: EMA (the reference's first update is at an even agent step)
     for old, new, online in zip(tq0, agent.q_target.parameters(), agent.q.parameters()):
         torch.testing.assert_close(new, 0.99 * old + 0.01 * online.detach())
+    tq1 = [p.clone() for p in agent.q_target.parameters()]
+    agent.update(batch)  # update 1: none
+    assert all(torch.equal(a, b) for a, b in zip(tq1, agent.q_target.parameters()))
 
 
 def test_act_is_in_bounds_and_deterministic_without_sampling():
@@ -128,8 +155,7 @@ def test_state_dict_roundtrip_continues_identically(mode):
 @pytest.mark.parametrize("mode", ["exact", "fused"])
 def test_update_metrics_are_detached_device_scalars(mode):
     agent = make_agent(update_mode=mode)
-    agent.update(make_batch(0))
-    m = agent.update(make_batch(1))  # update 2 also steps actor and alpha
+    m = agent.update(make_batch(0))  # update 0 also steps actor and alpha
     assert set(m) == {"critic_loss", "q_mean", "curl_loss", "alpha", "actor_loss", "alpha_loss", "entropy"}
     for k, v in m.items():
         assert isinstance(v, torch.Tensor) and v.shape == () and not v.requires_grad, k
@@ -141,7 +167,8 @@ def test_update_metrics_are_detached_device_scalars(mode):
 @pytest.mark.parametrize("mode", ["exact", "fused"])
 def test_update_on_cuda_never_waits_for_the_device(mode):
     torch.manual_seed(0)
-    agent = CurlSacAgent(OBS, 2, AgentConfig(**SMALL, update_mode=mode), device="cuda")
+    kw = dict(update_mode=mode, encoder_adam="shared" if mode == "fused" else "reference")
+    agent = CurlSacAgent(OBS, 2, AgentConfig(**SMALL, **kw), device="cuda")
     batch = {k: torch.as_tensor(v, device="cuda") for k, v in make_batch().items()}
     agent.update(batch)  # warm-up: lazy CUDA/cuBLAS initialisation may synchronise once
     torch.cuda.synchronize()
@@ -181,35 +208,106 @@ def test_curl_false_is_pixel_sac_with_crops():
     assert agent.curl_head is None and "curl_loss" not in m and np.isfinite(float(m["critic_loss"]))
 
 
-@pytest.mark.parametrize("encoder_adam", ["shared", "per_loss"])
-def test_exact_mode_equals_the_plain_step_by_step_update(encoder_adam):
-    fast = make_agent(update_mode="exact", encoder_adam=encoder_adam)
-    plain = make_agent(update_mode="exact", encoder_adam=encoder_adam, channels_last=False)
-    for step in range(4):
+def _optimizer_moments(opt, params):
+    return [(int(opt.state[p]["step"]), opt.state[p]["exp_avg"].clone(), opt.state[p]["exp_avg_sq"].clone())
+            for p in params]
+
+
+def _assert_moments_close(got, want, what):
+    assert len(got) == len(want), what
+    for i, ((s1, m1, v1), (s2, m2, v2)) in enumerate(zip(got, want)):
+        assert s1 == s2, (what, i)
+        torch.testing.assert_close(m1, m2, rtol=1e-4, atol=1e-6, msg=f"{what}[{i}] exp_avg")
+        torch.testing.assert_close(v1, v2, rtol=1e-4, atol=1e-7, msg=f"{what}[{i}] exp_avg_sq")
+
+
+def _run_against_reference(agent, updates=6):
+    """Update ``agent`` and the reference oracle built from it on the same batches and noise."""
+    ref = ReferenceCurlSac(agent)
+    for step in range(updates):
         batch = make_batch(step)
         torch.manual_seed(step)
-        m_fast = fast.update(batch)
+        m_agent = agent.update(batch)
         torch.manual_seed(step)
-        m_plain = plain_update(plain, batch)
-        for k, v in m_plain.items():
-            assert float(m_fast[k]) == pytest.approx(v, rel=1e-4, abs=1e-5), (step, k)
-    pf, pp = _params(fast), _params(plain)
-    for k in pf:
-        torch.testing.assert_close(pf[k], pp[k], rtol=1e-4, atol=1e-5, msg=k)
+        m_ref = ref.update(batch)
+        assert set(m_ref) <= set(m_agent), step
+        for k, v in m_ref.items():
+            assert float(m_agent[k]) == pytest.approx(v, rel=1e-4, abs=1e-5), (step, k)
+    return ref
 
 
-def test_per_loss_encoder_adam_sees_only_critic_gradients_in_the_critic_step():
-    """With per_loss the encoder's critic Adam state is what pixel SAC without CURL builds
-    from the same crops; with shared it also holds the CURL gradient."""
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_default_update_is_the_reference_update(channels_last):
+    """Oracle: the reference's update with its own optimizers (critic over Q + encoder; encoder
+    and CPC optimizers both stepping the CURL loss), six updates covering actor and EMA steps.
+    Same parameters, targets, W, temperature and Adam moments, to float tolerance."""
+    agent = make_agent(channels_last=channels_last)
+    assert agent.cfg.update_mode == "exact" and agent.cfg.encoder_adam == "reference"
+    ref = _run_against_reference(agent)
+    pairs = [(agent.encoder, ref.encoder), (agent.encoder_target, ref.encoder_target), (agent.q, ref.q),
+             (agent.q_target, ref.q_target), (agent.actor_head, ref.actor_head), (agent.actor, ref.actor),
+             (agent.curl_head, ref.curl_head)]
+    for mine, theirs in pairs:
+        for (name, p), q in zip(mine.named_parameters(), theirs.parameters()):
+            torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-6, msg=f"{type(mine).__name__}.{name}")
+    torch.testing.assert_close(agent.log_alpha, ref.log_alpha, rtol=1e-5, atol=1e-7)
+    enc = list(agent.encoder.parameters())
+    # the critic gradient's state on the encoder and Q: the reference's critic optimizer
+    _assert_moments_close(_optimizer_moments(agent.optimizers["critic"], [*agent.q.parameters(), *enc]),
+                          _optimizer_moments(ref.critic_optimizer, [*ref.q.parameters(), *ref.encoder.parameters()]),
+                          "critic")
+    # the reference's two CURL optimizers hold identical encoder moments; ours is one of them at 2x lr
+    ref_enc = list(ref.encoder.parameters())
+    _assert_moments_close(_optimizer_moments(ref.cpc_optimizer, ref_enc),
+                          _optimizer_moments(ref.encoder_optimizer, ref_enc), "reference's two CURL states")
+    _assert_moments_close(_optimizer_moments(agent.optimizers["encoder_curl"], enc),
+                          _optimizer_moments(ref.encoder_optimizer, ref_enc), "encoder_curl")
+    _assert_moments_close(_optimizer_moments(agent.optimizers["curl"], [agent.curl_head.W]),
+                          _optimizer_moments(ref.cpc_optimizer, [ref.curl_head.W]), "W")
+    _assert_moments_close(
+        _optimizer_moments(agent.optimizers["actor"], [*agent.actor_head.parameters(), *agent.actor.parameters()]),
+        _optimizer_moments(ref.actor_optimizer, [*ref.actor_head.parameters(), *ref.actor.parameters()]), "actor")
+    # the shared conv weights got no actor gradient in the reference either
+    assert all(float(ref.actor_optimizer.state[p]["exp_avg"].abs().max()) == 0 for p in ref.encoder.conv.parameters())
+
+
+@pytest.mark.parametrize("kw", [dict(encoder_adam="per_loss"), dict(encoder_adam="shared"),
+                                dict(update_mode="fused", encoder_adam="shared")])
+def test_variants_differ_from_the_reference_update(kw):
+    """The oracle can fail: each named variant drifts from the reference within six updates."""
+    agent = make_agent(**kw)
+    ref = ReferenceCurlSac(agent)
+    for step in range(6):
+        torch.manual_seed(step)
+        agent.update(make_batch(step))
+        torch.manual_seed(step)
+        ref.update(make_batch(step))
+    diff = max(float((p - q).abs().max()) for p, q in zip(agent.encoder.parameters(), ref.encoder.parameters()))
+    assert diff > 1e-4, kw
+
+
+def test_actor_head_has_the_reference_init():
+    """Orthogonal Linear weight, zero bias, LayerNorm (1, 0): the reference's weight_init on the whole actor."""
+    agent = make_agent(feature_dim=8)
+    w = agent.actor_head.linear.weight
+    torch.testing.assert_close(w @ w.T, torch.eye(w.shape[0]), rtol=0, atol=1e-5)
+    assert torch.equal(agent.actor_head.linear.bias, torch.zeros_like(agent.actor_head.linear.bias))
+    assert torch.equal(agent.actor_head.norm.weight, torch.ones(8))
+
+
+def test_encoder_state_of_the_critic_sees_only_critic_gradients():
+    """With reference and per_loss the critic's Adam state on the encoder is what pixel SAC
+    without CURL builds from the same crops; with shared it also holds the CURL gradient."""
     batch = make_batch(3)
     states = {}
-    for name, kw in [("sac", dict(curl=False)), ("per_loss", dict(encoder_adam="per_loss")),
+    for name, kw in [("sac", dict(curl=False)), ("reference", {}), ("per_loss", dict(encoder_adam="per_loss")),
                      ("shared", dict(encoder_adam="shared"))]:
         agent = make_agent(**kw)
         torch.manual_seed(1)  # same policy noise in the target (W's init moved the global RNG)
-        agent.update(batch)  # update 1: critic (+ CURL) step, no actor step
-        opt = agent.optimizers["encoder"]
+        agent.update(batch)
+        opt = agent.optimizers["encoder" if "encoder" in agent.optimizers else "critic"]
         states[name] = [opt.state[p]["exp_avg_sq"].clone() for p in agent.encoder.parameters()]
-    for sac, per_loss, shared in zip(states["sac"], states["per_loss"], states["shared"]):
-        torch.testing.assert_close(per_loss, sac, rtol=1e-4, atol=1e-10)
+    for name in ("reference", "per_loss"):
+        for mine, sac in zip(states[name], states["sac"]):
+            torch.testing.assert_close(mine, sac, rtol=1e-4, atol=1e-10)
     assert any(not torch.allclose(sh, sac, rtol=1e-3, atol=1e-10) for sh, sac in zip(states["shared"], states["sac"]))

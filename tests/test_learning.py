@@ -19,8 +19,9 @@ def cue_image(rng, side: int) -> np.ndarray:
     return img
 
 
-@pytest.mark.parametrize("mode,encoder_adam,amp", [("fused", "shared", "off"), ("exact", "shared", "off"),
-                                                   ("exact", "per_loss", "off"), ("exact", "shared", "bf16")])
+@pytest.mark.parametrize("mode,encoder_adam,amp", [("exact", "reference", "off"), ("exact", "reference", "bf16"),
+                                                   ("exact", "per_loss", "off"), ("exact", "shared", "off"),
+                                                   ("fused", "shared", "off")])
 def test_agent_learns_a_pixel_bandit(mode, encoder_adam, amp):
     """Reward = action if the bar is right, -action if left: only the pixels tell which.
 
