@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from curlrl.agents.curl_sac import AgentConfig
+from curlrl.agents.curl_sac import ENCODER_ADAM, AgentConfig
 from curlrl.errors import ConfigError
 
 
@@ -29,7 +29,8 @@ class TrainConfig(AgentConfig):
     device: str = "auto"             # "auto" (cuda if available), "cpu", "cuda", "cuda:1"
     threads: int = 0                 # torch CPU threads; 0 = all cores
     env_steps: int = 100_000         # training budget
-    init_steps: int = 1000           # random-action seed phase before updates begin
+    init_steps: int | None = None    # random-action seed phase before updates begin; None: 1000 agent
+                                     # steps (1000 x action_repeat env steps), the paper's for every task
     action_repeat: int = 4           # env steps per agent step (per task: 8 cartpole, 2 finger/walker, 4 others)
     image_size: int = 100            # rendered frame size before the crop
     frame_stack: int = 3             # frames per observation (3 -> 9 channels)
@@ -48,10 +49,16 @@ class TrainConfig(AgentConfig):
 
 _FIELD_TYPES = {f.name: f.type for f in fields(TrainConfig)}
 _TYPES = {"int": int, "float": float, "bool": bool, "str": str}
+SEED_AGENT_STEPS = 1000              # the paper's random-action phase, in agent steps
 
 
 def _check_type(key: str, value: Any, field_types: dict[str, Any] = _FIELD_TYPES) -> Any:
-    want = _TYPES[field_types[key]] if isinstance(field_types[key], str) else field_types[key]
+    declared = field_types[key]
+    if isinstance(declared, str) and declared.endswith(" | None"):
+        if value is None:  # "null" in YAML: the field's documented default rule
+            return None
+        declared = declared[:-len(" | None")]
+    want = _TYPES[declared] if isinstance(declared, str) else declared
     if want in (int, float) and isinstance(value, str):
         try:  # YAML reads 1e-3 (no dot) as a string
             value = float(value)
@@ -119,7 +126,11 @@ def task_config(task: str) -> dict[str, Any]:
 
 
 def validate(cfg: TrainConfig) -> TrainConfig:
-    """Reject impossible values, naming the key."""
+    """Fill the fields left to a rule (``None``), then reject impossible values, naming the key."""
+    if cfg.init_steps is None:
+        cfg = dataclasses.replace(cfg, init_steps=SEED_AGENT_STEPS * cfg.action_repeat)
+    if cfg.curl_lr is None:
+        cfg = dataclasses.replace(cfg, curl_lr=cfg.encoder_lr)
     positive = ["env_steps", "action_repeat", "image_size", "frame_stack", "batch_size", "replay_capacity",
                 "eval_every", "checkpoint_every", "crop_size", "feature_dim", "num_layers", "num_filters",
                 "hidden_dim", "actor_update_every", "target_update_every"]
@@ -148,13 +159,14 @@ def validate(cfg: TrainConfig) -> TrainConfig:
                               f"action_repeat ({cfg.action_repeat}): env steps advance by action_repeat")
     if cfg.update_mode not in ("fused", "exact"):
         raise ConfigError(f"config key 'update_mode' must be 'fused' or 'exact', got {cfg.update_mode!r}")
-    if cfg.encoder_adam not in ("shared", "per_loss"):
-        raise ConfigError(f"config key 'encoder_adam' must be 'shared' or 'per_loss', got {cfg.encoder_adam!r}")
+    if cfg.encoder_adam not in ENCODER_ADAM:
+        raise ConfigError(f"config key 'encoder_adam' must be one of {', '.join(ENCODER_ADAM)}, "
+                          f"got {cfg.encoder_adam!r}")
     if cfg.amp not in ("off", "bf16"):
         raise ConfigError(f"config key 'amp' must be 'off' or 'bf16', got {cfg.amp!r}")
-    if cfg.encoder_adam == "per_loss" and cfg.update_mode != "exact":
-        raise ConfigError("config key 'encoder_adam' = 'per_loss' needs update_mode=exact "
-                          "(fused sums the critic and CURL losses into one gradient)")
+    if cfg.update_mode == "fused" and cfg.curl and cfg.encoder_adam != "shared":
+        raise ConfigError(f"config key 'update_mode' = 'fused' needs encoder_adam=shared (it sums the critic "
+                          f"and CURL losses into one gradient), got encoder_adam={cfg.encoder_adam}")
     if cfg.log_std_min >= cfg.log_std_max:
         raise ConfigError("config keys 'log_std_min' must be < 'log_std_max'")
     dev = cfg.device

@@ -20,6 +20,23 @@ def test_paper_action_repeats(task, repeat):
     assert cfg.action_repeat == repeat and cfg.init_steps == 1000 * repeat and cfg.batch_size == 512
 
 
+@pytest.mark.parametrize("task,overrides,init_steps", [
+    ("quadruped-walk", [], 4000),                       # no shipped config: default action repeat 4
+    ("cartpole-swingup", ["action_repeat=4"], 4000),    # the rule follows the action repeat
+    ("walker-walk", ["init_steps=500"], 500),           # set explicitly: kept
+    ("walker-walk", ["init_steps=null"], 2000),         # null: the rule
+])
+def test_init_steps_is_1000_agent_steps_unless_set(task, overrides, init_steps):
+    cfg = resolve(task, overrides=overrides)
+    assert cfg.init_steps == init_steps
+
+
+def test_curl_lr_follows_encoder_lr_unless_set():
+    assert resolve("cheetah-run").curl_lr == pytest.approx(2e-4)
+    assert resolve("cartpole-swingup", overrides=["encoder_lr=5e-4"]).curl_lr == pytest.approx(5e-4)
+    assert resolve("cartpole-swingup", overrides=["curl_lr=3e-3"]).curl_lr == pytest.approx(3e-3)
+
+
 def test_config_file_layer(tmp_path):
     f = tmp_path / "c.yaml"
     f.write_text("batch_size: 64\nenv_steps: 2e4\n")
@@ -37,9 +54,12 @@ def test_config_file_layer(tmp_path):
     (["eval_every=1001"], "'eval_every' \\(1001\\) must be a multiple of action_repeat"),
     (["crop_size=120"], "'crop_size'"),
     (["update_mode=fast"], "'update_mode'"),
-    (["encoder_adam=separate"], "'encoder_adam' must be 'shared' or 'per_loss'"),
+    (["encoder_adam=separate"], "'encoder_adam' must be one of reference, per_loss, shared"),
     (["amp=fp16"], "'amp' must be 'off' or 'bf16'"),
-    (["encoder_adam=per_loss", "update_mode=fused"], "'encoder_adam' = 'per_loss' needs update_mode=exact"),
+    (["encoder_adam=per_loss", "update_mode=fused"], "'update_mode' = 'fused' needs encoder_adam=shared"),
+    (["update_mode=fused"], "'update_mode' = 'fused' needs encoder_adam=shared"),
+    (["init_steps=-8"], "'init_steps' must be >= 0"),
+    (["init_steps=big"], "'init_steps' must be int"),
     (["device=tpu"], "'device'"),
     (["nokey"], "key=value"),
 ])
