@@ -269,19 +269,20 @@ class Trainer:
                     bar.set_postfix(eval_return=self._last_eval_text(), updates=agent.updates, refresh=False)
                 if self.env_step >= cfg.env_steps:
                     break
-                random_phase = self.env_step < max(cfg.init_steps, self.refill_until)
+                # random actions for init_steps (and until the replay holds a transition to learn from)
+                random_phase = self.env_step < max(cfg.init_steps, self.refill_until) or len(replay) == 0
                 if random_phase:
                     action = self.action_rng.uniform(-1.0, 1.0, env.action_space.shape).astype(np.float32)
                 else:
+                    # as the reference: act, update on the replay so far, then step the env
                     action = agent.act(obs, sample=True)
-                next_obs, reward, terminated, truncated, _ = env.step(action)
-                replay.add(obs, action, reward, next_obs, terminated, truncated)
-                obs, ep_return = next_obs, ep_return + reward
-                if not random_phase:
                     ep_metrics.append(agent.update(replay.sample(cfg.batch_size)))
                     if cfg.log_every_updates and agent.updates % cfg.log_every_updates == 0:
                         for k, v in ep_metrics[-1].items():
                             self.tb.add_scalar(f"update/{k}", v, self.env_step + cfg.action_repeat)
+                next_obs, reward, terminated, truncated, _ = env.step(action)
+                replay.add(obs, action, reward, next_obs, terminated, truncated)
+                obs, ep_return = next_obs, ep_return + reward
                 self.env_step += cfg.action_repeat
                 bar.update(cfg.action_repeat)
                 if terminated or truncated:
