@@ -29,10 +29,6 @@ DEFAULT_STEPS = (100_000, 500_000)
 _OPERATIONAL_KEYS = {"task", "seed", "device", "threads", "env_steps", "eval_every", "checkpoint_every",
                      "save_replay", "video", "log_every_updates", "curl", "channels_last",
                      "replay_compress"}
-# Keys with no paper value, compared with the shipped default and labelled so: the paper's
-# code steps the encoder with two Adam states (one of them duplicated), which neither
-# encoder_adam choice reproduces, and it has no mixed precision.
-_LIBRARY_KEYS = {"encoder_adam", "amp"}
 # One row per (run, evaluation): the mean return over its episodes is all a score needs.
 EXPORT_COLUMNS = ["algo", "task", "seed", "env_step", "episodes", "return", "batch_size", "device",
                   "env_steps", "non_paper", "source"]
@@ -75,11 +71,14 @@ def algorithm_name(cfg: dict[str, Any]) -> str:
 
 
 def non_paper_settings(cfg: dict[str, Any]) -> list[str]:
-    """Keys of a run config that differ from the paper settings (the shipped per-task config).
+    """Keys of a run config that differ from the reference's settings for its task.
 
-    Each reads ``key=value (paper X)``, or ``(shipped X)`` for a library choice the paper
-    has no value for (``encoder_adam``, ``amp``). Operational keys (device, threads,
-    env_steps, eval/checkpoint cadence, ...) are ignored."""
+    The reference is the shipped per-task config with the default agent, which is the
+    reference code's update (``encoder_adam=reference``, ``update_mode=exact``, no
+    mixed precision). Each difference reads ``key=value (paper X)``; a key the run's
+    config does not record (written by an older curlrl) reads ``key not recorded (paper X)``.
+    No learning-relevant key is exempt; only operational keys (device, threads, env_steps,
+    eval/checkpoint cadence, memory layout, ...) are ignored."""
     from curlrl import config as config_mod
 
     task = cfg.get("task")
@@ -89,13 +88,16 @@ def non_paper_settings(cfg: dict[str, Any]) -> list[str]:
         return [f"task {task!r} has no shipped config to compare with"]
     out = []
     for key, ref in paper.items():
-        if key in _OPERATIONAL_KEYS or key not in cfg:
+        if key in _OPERATIONAL_KEYS:
+            continue
+        if key not in cfg:
+            out.append(f"{key} not recorded (paper {ref})")
             continue
         val = cfg[key]
         same = math.isclose(float(val), float(ref)) if isinstance(ref, float) and isinstance(val, (int, float)) \
             else val == ref
         if not same:
-            out.append(f"{key}={val} ({'shipped' if key in _LIBRARY_KEYS else 'paper'} {ref})")
+            out.append(f"{key}={val} (paper {ref})")
     return out
 
 

@@ -92,7 +92,16 @@ def test_non_paper_settings():
     small = config_mod.to_dict(config_mod.resolve("cheetah-run", None, ["batch_size=128", "actor_lr=0.001"]))
     assert report.non_paper_settings(small) == ["actor_lr=0.001 (paper 0.0002)", "batch_size=128 (paper 512)"]
     per_loss = config_mod.to_dict(config_mod.resolve("cartpole-swingup", None, ["encoder_adam=per_loss"]))
-    assert report.non_paper_settings(per_loss) == ["encoder_adam=per_loss (shipped shared)"]
+    assert report.non_paper_settings(per_loss) == ["encoder_adam=per_loss (paper reference)"]
+    # every variant is flagged, library choices included
+    variant = config_mod.to_dict(config_mod.resolve("cartpole-swingup", None, [
+        "update_mode=fused", "encoder_adam=shared", "amp=bf16", "init_steps=1000", "curl_lr=0.01"]))
+    assert sorted(report.non_paper_settings(variant)) == [
+        "amp=bf16 (paper off)", "curl_lr=0.01 (paper 0.001)", "encoder_adam=shared (paper reference)",
+        "init_steps=1000 (paper 8000)", "update_mode=fused (paper exact)"]
+    # a run written before a key existed cannot claim the paper's value for it
+    old = {k: v for k, v in paper.items() if k != "encoder_adam"}
+    assert report.non_paper_settings(old) == ["encoder_adam not recorded (paper reference)"]
 
 
 def test_published_table_is_complete():
