@@ -52,6 +52,8 @@ def build(cfg: TrainConfig, device: torch.device):
 
     env = make_env(cfg.task, cfg.image_size, cfg.action_repeat, cfg.frame_stack, seed=cfg.seed)
     eval_env = make_env(cfg.task, cfg.image_size, cfg.action_repeat, cfg.frame_stack, seed=cfg.seed + 10_000)
+    if cfg.capture == "cudagraphs" and device.type != "cuda":
+        raise ConfigError(f"config key 'capture' = 'cudagraphs' needs a CUDA device; this run's device is {device}")
     torch.manual_seed(cfg.seed)
     agent = CurlSacAgent(env.observation_space.shape, env.action_space.shape[0], agent_config(cfg),
                          device=device, seed=cfg.seed)
@@ -147,11 +149,6 @@ class Trainer:
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         self.device = resolve_device(cfg.device)
-        if self.device.type == "cpu" and not cfg.threads and not quiet:
-            warn_if_cpu_busy()
-        if cfg.amp == "bf16" and self.device.type == "cpu" and not quiet:
-            print("curlrl: amp=bf16 is meant for GPUs; on a CPU without native bfloat16 it is slower "
-                  "(the convs ran ~9x slower on this project's AVX2 machine)", file=sys.stderr)
         random.seed(cfg.seed)
         np.random.seed(cfg.seed)
         self.env, self.eval_env, self.agent = build(cfg, self.device)
@@ -174,6 +171,14 @@ class Trainer:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self._write_config()
         self._open_logs(resume)
+        # Advice last, once nothing above can fail: a user's mistake (an unknown task, a missing
+        # checkpoint) gets its one error line whatever the machine's load.
+        if self.device.type == "cpu" and not quiet:
+            if not cfg.threads:
+                warn_if_cpu_busy()
+            if cfg.amp == "bf16":
+                print("curlrl: amp=bf16 is meant for GPUs; on a CPU without native bfloat16 the convs are "
+                      "much slower (benchmarks/README.md)", file=sys.stderr)
 
     # -- files -----------------------------------------------------------------------
     def _write_config(self) -> None:

@@ -150,3 +150,22 @@ def test_existing_run_is_not_overwritten(full_run):
     before = (run / "eval.csv").read_bytes()
     one_line_error(curlrl("train", "cartpole-swingup", "--run-dir", str(run), *TINY), "not empty", "--resume")
     assert (run / "eval.csv").read_bytes() == before
+
+
+@pytest.mark.parametrize("overrides,resume,error", [
+    (["task=cartpole-swing"], False, "unknown task"),
+    ([], True, "cannot resume"),
+])
+def test_mistakes_are_found_before_any_load_advice(overrides, resume, error, tmp_path, monkeypatch):
+    """The busy-CPU advice comes only once nothing can fail, so a mistake's one line stands alone
+    on a loaded machine too (here the machine is made to look busy, whatever its real load)."""
+    from curlrl import config as config_mod, train
+    from curlrl.errors import CurlrlError
+
+    advice = []
+    monkeypatch.setattr(train, "warn_if_cpu_busy", lambda: advice.append("busy"))
+    cfg = config_mod.resolve(None, overrides=["threads=0", "device=cpu", *overrides])
+    with pytest.raises(CurlrlError, match=error):
+        train.Trainer(cfg, tmp_path / "run", resume=resume)
+    assert advice == []
+    assert not (tmp_path / "run").exists()
