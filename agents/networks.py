@@ -28,16 +28,19 @@ class Actor(nn.Module):
         self.log_std_min, self.log_std_max = log_std_min, log_std_max
         self.apply(orthogonal_init)
 
-    def forward(self, z: torch.Tensor, sample: bool = True):
+    def forward(self, z: torch.Tensor, sample: bool = True, noise: torch.Tensor | None = None):
         """Returns (mean action, sampled action, log-prob of the sample (B, 1), log_std).
 
         Actions are in [-1, 1]. With ``sample=False`` the sample and log-prob are None.
+        ``noise`` (B, A) standard normal draws for the sample; None draws them here
+        (``torch.randn_like`` of the mean: the same draws as passing ``torch.randn(B, A)``).
         """
         mu, log_std = self.net(z).chunk(2, dim=-1)
         log_std = self.log_std_min + 0.5 * (self.log_std_max - self.log_std_min) * (torch.tanh(log_std) + 1)
         if not sample:
             return torch.tanh(mu), None, None, log_std
-        noise = torch.randn_like(mu)
+        if noise is None:
+            noise = torch.randn_like(mu)
         u = mu + noise * log_std.exp()
         log_prob = (-0.5 * noise.pow(2) - log_std).sum(-1, keepdim=True) - 0.5 * math.log(2 * math.pi) * mu.shape[-1]
         pi = torch.tanh(u)

@@ -13,6 +13,7 @@ To compare machines, the script first measures this machine's fp32 matmul rate (
 square matmuls on the same threads) and prints each mode's rate as a fraction of it.
 
     python benchmarks/update_speed.py --batch-size 128 --mode exact,fused,plain
+    python benchmarks/update_speed.py --device cuda --batch-size 512 --mode exact,fused --capture off,compile
 
 Ends with ``ms_per_update=<float>`` for the first mode listed.
 """
@@ -64,10 +65,12 @@ def matmul_gflops(device: str, n: int = 2048, seconds: float = 1.5) -> float:
     return 2 * n ** 3 * count / (time.perf_counter() - t0) / 1e9
 
 
-def bench_mode(mode: str, args, replay: ReplayBuffer) -> dict:
+def bench_mode(mode: str, args, replay: ReplayBuffer, capture: str = "off", flops: float | None = None) -> dict:
+    """Time ``mode`` with ``capture``; FLOPs are counted on the eager update (``flops`` reuses a count)."""
     torch.manual_seed(0)
     cfg = AgentConfig(update_mode="exact" if mode == "plain" else mode, channels_last=not args.no_channels_last,
-                      amp=args.amp, encoder_adam="shared" if mode == "fused" else "reference")
+                      amp=args.amp, encoder_adam="shared" if mode == "fused" else "reference",
+                      capture="off" if mode == "plain" else capture)
     agent = CurlSacAgent((9, args.image_size, args.image_size), args.action_dim, cfg, device=args.device)
     step = ReferenceCurlSac(agent).update if mode == "plain" else agent.update
 
@@ -76,20 +79,23 @@ def bench_mode(mode: str, args, replay: ReplayBuffer) -> dict:
         if args.device.startswith("cuda"):
             torch.cuda.synchronize()
 
-    for _ in range(args.warmup):
+    t_compile = time.perf_counter()
+    for _ in range(max(args.warmup, 2 if capture != "off" else 0)):  # a captured update compiles here
         one()
-    with FlopCounterMode(display=False) as counter:  # two updates: one with, one without the actor step
-        one()
-        one()
-    flops = counter.get_total_flops() / 2
+    warmup_s = time.perf_counter() - t_compile
+    if flops is None:
+        with FlopCounterMode(display=False) as counter:  # two updates: one with, one without the actor step
+            one()
+            one()
+        flops = counter.get_total_flops() / 2
     times = []
     for _ in range(args.updates):
         t0 = time.perf_counter()
         one()
         times.append(time.perf_counter() - t0)
     ms = 1000 * statistics.median(times)
-    return dict(mode=mode, ms=ms, mean_ms=1000 * statistics.mean(times), gflop=flops / 1e9,
-                gflops_per_s=flops / 1e9 / (ms / 1000))
+    return dict(mode=mode, capture=capture, ms=ms, mean_ms=1000 * statistics.mean(times), gflop=flops / 1e9,
+                gflops_per_s=flops / 1e9 / (ms / 1000), warmup_s=warmup_s)
 
 
 def main() -> None:
@@ -104,6 +110,8 @@ def main() -> None:
     p.add_argument("--action-dim", type=int, default=1, help="1 = cartpole; 6 = cheetah/walker")
     p.add_argument("--no-channels-last", action="store_true")
     p.add_argument("--amp", default="off", choices=["off", "bf16"], help="bf16: conv trunks under bfloat16 autocast")
+    p.add_argument("--capture", default="off",
+                   help="comma list of off, compile, cudagraphs (CUDA only): each mode is timed with each")
     p.add_argument("--compress", action="store_true", help="LZ4-compressed replay, as training uses by default")
     p.add_argument("--frames", default="random",
                    help="'random' noise (incompressible) or a DMC task to render, e.g. cartpole-swingup")
@@ -118,13 +126,20 @@ def main() -> None:
     peak = matmul_gflops(args.device)
     print(f"matmul_gflops={peak:.1f}  (fp32 2048x2048 matmul on these threads: the machine's reference rate)")
     replay = filled_replay(args.action_dim, args.image_size, compress=args.compress, frames=args.frames)
-    results = [bench_mode(m, args, replay) for m in modes]
+    captures = [c.strip() for c in args.capture.split(",") if c.strip()]
+    results = []
+    for m in modes:
+        flops = None
+        for c in captures if m != "plain" else ["off"]:
+            results.append(bench_mode(m, args, replay, c, flops))
+            flops = results[-1]["gflop"] * 1e9
     for r in results:
-        print(f"mode={r['mode']} batch={args.batch_size} median_ms={r['ms']:.1f} mean_ms={r['mean_ms']:.1f} "
-              f"gflop_per_update={r['gflop']:.1f} achieved_gflops={r['gflops_per_s']:.1f} "
-              f"of_matmul={r['gflops_per_s'] / peak:.2f}")
+        print(f"mode={r['mode']} capture={r['capture']} batch={args.batch_size} median_ms={r['ms']:.1f} "
+              f"mean_ms={r['mean_ms']:.1f} gflop_per_update={r['gflop']:.1f} achieved_gflops={r['gflops_per_s']:.1f} "
+              f"of_matmul={r['gflops_per_s'] / peak:.2f} warmup_s={r['warmup_s']:.1f}")
+    name = lambda r: r["mode"] if len(captures) == 1 else f"{r['mode']}+{r['capture']}"
     for r in results[1:]:
-        print(f"ratio {r['mode']}/{results[0]['mode']} = {r['ms'] / results[0]['ms']:.2f}")
+        print(f"ratio {name(r)}/{name(results[0])} = {r['ms'] / results[0]['ms']:.2f}")
     print(f"ms_per_update={results[0]['ms']:.1f}")
 
 

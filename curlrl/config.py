@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from curlrl.agents.curl_sac import ENCODER_ADAM, AgentConfig
+from curlrl.agents.curl_sac import CAPTURE, ENCODER_ADAM, AgentConfig
 from curlrl.errors import ConfigError
 
 
@@ -164,6 +164,10 @@ def validate(cfg: TrainConfig) -> TrainConfig:
                           f"got {cfg.encoder_adam!r}")
     if cfg.amp not in ("off", "bf16"):
         raise ConfigError(f"config key 'amp' must be 'off' or 'bf16', got {cfg.amp!r}")
+    if cfg.capture not in CAPTURE:
+        raise ConfigError(f"config key 'capture' must be one of {', '.join(CAPTURE)}, got {cfg.capture!r}")
+    if cfg.capture == "cudagraphs" and cfg.device == "cpu":
+        raise ConfigError("config key 'capture' = 'cudagraphs' needs a CUDA device (device=cuda or auto)")
     if cfg.update_mode == "fused" and cfg.curl and cfg.encoder_adam != "shared":
         raise ConfigError(f"config key 'update_mode' = 'fused' needs encoder_adam=shared (it sums the critic "
                           f"and CURL losses into one gradient), got encoder_adam={cfg.encoder_adam}")

@@ -59,6 +59,8 @@ def test_config_file_layer(tmp_path):
     (["encoder_adam=per_loss", "update_mode=fused"], "'update_mode' = 'fused' needs encoder_adam=shared"),
     (["update_mode=fused"], "'update_mode' = 'fused' needs encoder_adam=shared"),
     (["init_steps=-8"], "'init_steps' must be >= 0"),
+    (["capture=graphs"], "'capture' must be one of off, compile, cudagraphs"),
+    (["capture=cudagraphs", "device=cpu"], "'capture' = 'cudagraphs' needs a CUDA device"),
     (["init_steps=big"], "'init_steps' must be int"),
     (["device=tpu"], "'device'"),
     (["nokey"], "key=value"),
