@@ -61,6 +61,7 @@ def test_config_file_layer(tmp_path):
     (["init_steps=-8"], "'init_steps' must be >= 0"),
     (["init_steps=big"], "'init_steps' must be int"),
     (["device=tpu"], "'device'"),
+    (["replay_storage=gpu"], "'replay_storage' must be auto, host or device, got 'gpu'"),
     (["nokey"], "key=value"),
 ])
 def test_bad_overrides_name_the_key(override, match):
