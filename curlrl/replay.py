@@ -43,7 +43,7 @@ class BaseReplayBuffer:
 
     Holds, in host memory, the counters and the per-transition arrays (``t_frame``: the
     absolute index of the obs' newest frame; ``t_pos``: its position in its episode;
-    ``action``, ``reward``, ``not_done``: ~40 bytes per transition). Subclasses store the
+    ``action``, ``reward``, ``not_done``: 20 + 4 × action_dim bytes per transition). Subclasses store the
     frames and draw and assemble batches. Use :class:`ReplayBuffer` or
     :class:`DeviceReplayBuffer`.
 
@@ -379,7 +379,8 @@ class DeviceReplayBuffer(BaseReplayBuffer):
     pinned memory on CUDA); :meth:`sample` draws the indices and gathers the stacks on the
     device without waiting for it, and returns torch tensors on ``device`` with the keys,
     shapes and dtypes of :meth:`ReplayBuffer.sample`. The host keeps the bookkeeping
-    (~40 bytes per transition) and a copy of the newest frame for add's continuity check.
+    (20 + 4 × action_dim bytes per transition) and a copy of the newest frame for add's
+    continuity check.
     """
 
     def __init__(self, capacity: int, frame_shape: tuple[int, int, int], action_dim: int,
