@@ -2,7 +2,7 @@
 
 The core exported here is pure torch/numpy (no gymnasium, no dm_control, no agent):
 encoder, augmentation, the CURL head with its InfoNCE loss, EMA updates and the replay
-buffer. Agents live in ``curlrl.agents``, environments in ``curlrl.envs``.
+buffers (host and device storage). Agents live in ``curlrl.agents``, environments in ``curlrl.envs``.
 
 Names are imported lazily, so ``import curlrl.envs`` does not load torch.
 """
@@ -17,6 +17,7 @@ _EXPORTS = {
     "center_crop": "curlrl.augment",
     "ema_update": "curlrl.ema",
     "ReplayBuffer": "curlrl.replay",
+    "DeviceReplayBuffer": "curlrl.replay",
     "CurlrlError": "curlrl.errors",
 }
 __all__ = list(_EXPORTS)

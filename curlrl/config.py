@@ -36,7 +36,12 @@ class TrainConfig(AgentConfig):
     frame_stack: int = 3             # frames per observation (3 -> 9 channels)
     batch_size: int = 512            # paper setting; 128 in the reference run script and on CPU
     replay_capacity: int = 100_000   # transitions
-    replay_compress: bool = True     # LZ4-compress stored frames (lossless): ~1.4x less RAM, ~2% slower updates
+    replay_storage: str = "auto"     # where frames live and batches are built: "host" (RAM, numpy; the agent
+                                     # copies each batch to its device), "device" (uint8 frames on the run's
+                                     # device, 30 KB per transition at 100x100: 100k ~ 3 GB of GPU memory;
+                                     # indices drawn and stacks gathered there), "auto": device on CUDA, else host
+    replay_compress: bool = True     # host storage only: LZ4-compress stored frames (lossless): ~1.4x less RAM,
+                                     # ~2% slower updates; device storage keeps raw frames and ignores it
     eval_every: int = 10_000         # evaluate at every multiple of this (and at 0 and at the end)
     eval_episodes: int = 10          # deterministic (mean-action) episodes per evaluation
     checkpoint_every: int = 10_000   # checkpoint at the first episode end at or after each multiple
@@ -162,6 +167,8 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     if cfg.encoder_adam not in ENCODER_ADAM:
         raise ConfigError(f"config key 'encoder_adam' must be one of {', '.join(ENCODER_ADAM)}, "
                           f"got {cfg.encoder_adam!r}")
+    if cfg.replay_storage not in ("auto", "host", "device"):
+        raise ConfigError(f"config key 'replay_storage' must be auto, host or device, got {cfg.replay_storage!r}")
     if cfg.amp not in ("off", "bf16"):
         raise ConfigError(f"config key 'amp' must be 'off' or 'bf16', got {cfg.amp!r}")
     if cfg.capture not in CAPTURE:

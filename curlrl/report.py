@@ -28,7 +28,7 @@ DEFAULT_STEPS = (100_000, 500_000)
 # Config keys that do not change what is learned; all others are compared with the paper.
 _OPERATIONAL_KEYS = {"task", "seed", "device", "threads", "env_steps", "eval_every", "checkpoint_every",
                      "save_replay", "video", "log_every_updates", "curl", "channels_last",
-                     "replay_compress", "capture"}
+                     "replay_compress", "replay_storage", "capture"}
 # One row per (run, evaluation): the mean return over its episodes is all a score needs.
 EXPORT_COLUMNS = ["algo", "task", "seed", "env_step", "episodes", "return", "batch_size", "device",
                   "env_steps", "non_paper", "source"]

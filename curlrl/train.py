@@ -7,7 +7,8 @@ Run directory layout::
     events.out.tfevents.*      TensorBoard scalars, x-axis = env steps
     videos/eval_<env_step>.mp4 first episode of each evaluation
     checkpoints/latest.pt      agent + optimizers + counters + RNG states (atomic)
-    checkpoints/replay.npz     replay contents (save_replay=true), written before latest.pt
+    checkpoints/replay.npz     replay contents (save_replay=true; one format for host and device
+                               storage, either reads it), written before latest.pt
 """
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ from curlrl.checkpoint import atomic_save, atomic_write_text, safe_load
 from curlrl.config import TrainConfig
 from curlrl.errors import CheckpointError, ConfigError
 from curlrl.progress import progress_bar
-from curlrl.replay import ReplayBuffer
+from curlrl.replay import BaseReplayBuffer, DeviceReplayBuffer, ReplayBuffer
 from curlrl.runlog import EVAL_COLUMNS, TRAIN_COLUMNS, CsvLog, truncate_csv, write_video
 
 CHECKPOINT_VERSION = 1
@@ -63,6 +64,18 @@ def build(cfg: TrainConfig, device: torch.device):
             if cfg.encoder_init else None
         agent.init_encoder(state, freeze_conv=cfg.freeze_conv)
     return env, eval_env, agent
+
+
+def build_replay(cfg: TrainConfig, device: torch.device, action_dim: int) -> BaseReplayBuffer:
+    """The replay of ``cfg.replay_storage``: frames on ``device`` ("device", or "auto" on CUDA)
+    or in host memory (LZ4-compressed if ``cfg.replay_compress``)."""
+    frame_shape = (3, cfg.image_size, cfg.image_size)
+    on_device = cfg.replay_storage == "device" or (cfg.replay_storage == "auto" and device.type == "cuda")
+    if on_device:
+        return DeviceReplayBuffer(cfg.replay_capacity, frame_shape, action_dim, cfg.frame_stack,
+                                  seed=cfg.seed, device=device)
+    return ReplayBuffer(cfg.replay_capacity, frame_shape, action_dim, cfg.frame_stack,
+                        seed=cfg.seed, compress=cfg.replay_compress)
 
 
 def episode_seed(seed: int, episode: int, salt: int = 0) -> int:
@@ -152,9 +165,7 @@ class Trainer:
         random.seed(cfg.seed)
         np.random.seed(cfg.seed)
         self.env, self.eval_env, self.agent = build(cfg, self.device)
-        frame_shape = (3, cfg.image_size, cfg.image_size)
-        self.replay = ReplayBuffer(cfg.replay_capacity, frame_shape, self.env.action_space.shape[0],
-                                   cfg.frame_stack, seed=cfg.seed, compress=cfg.replay_compress)
+        self.replay = build_replay(cfg, self.device, self.env.action_space.shape[0])
         self.action_rng = np.random.default_rng(cfg.seed)
         self.env_step = self.episode = 0
         self.next_eval = self.next_checkpoint = 0
@@ -229,7 +240,7 @@ class Trainer:
         _set_rng_state(state["rng"])
         self.action_rng.bit_generator.state = json.loads(state["action_rng"])
         replay_path = self.ckpt_dir / "replay.npz"
-        if self.cfg.save_replay and replay_path.exists():
+        if self.cfg.save_replay and replay_path.exists():  # written by either storage: both read it
             self.replay.load(replay_path)
             if self.replay.transitions_written != c["transitions"]:
                 raise CheckpointError(f"{replay_path} does not belong to {path} (written at another step)")

@@ -63,6 +63,7 @@ def test_config_file_layer(tmp_path):
     (["capture=cudagraphs", "device=cpu"], "'capture' = 'cudagraphs' needs a CUDA device"),
     (["init_steps=big"], "'init_steps' must be int"),
     (["device=tpu"], "'device'"),
+    (["replay_storage=gpu"], "'replay_storage' must be auto, host or device, got 'gpu'"),
     (["nokey"], "key=value"),
 ])
 def test_bad_overrides_name_the_key(override, match):

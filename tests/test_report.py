@@ -102,6 +102,11 @@ def test_non_paper_settings():
     # a run written before a key existed cannot claim the paper's value for it
     old = {k: v for k, v in paper.items() if k != "encoder_adam"}
     assert report.non_paper_settings(old) == ["encoder_adam not recorded (paper reference)"]
+    # where the replay keeps its frames changes no math: neither a setting nor its absence is flagged
+    storage = config_mod.to_dict(config_mod.resolve("cartpole-swingup", None, ["replay_storage=device",
+                                                                               "replay_compress=false"]))
+    assert report.non_paper_settings(storage) == []
+    assert report.non_paper_settings({k: v for k, v in paper.items() if k != "replay_storage"}) == []
 
 
 def test_published_table_is_complete():

@@ -1,5 +1,6 @@
 """End to end through the `curlrl` command: artifacts, resume after kill -9, user mistakes."""
 import csv
+import json
 import os
 import shutil
 import signal
@@ -7,6 +8,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -169,3 +171,35 @@ def test_mistakes_are_found_before_any_load_advice(overrides, resume, error, tmp
         train.Trainer(cfg, tmp_path / "run", resume=resume)
     assert advice == []
     assert not (tmp_path / "run").exists()
+
+
+def test_device_replay_storage_trains_checkpoints_and_resumes_like_the_uninterrupted_run(tmp_path):
+    # replay_storage=device on the CPU: frames, index draws and gathers as torch tensors on "cpu"
+    tiny = [*TINY, "eval_every=1000", "replay_storage=device"]
+    full, part = tmp_path / "full", tmp_path / "part"
+    for run, steps in ((full, 2000), (part, 1000)):
+        res = curlrl("train", "cartpole-swingup", "--run-dir", str(run), f"env_steps={steps}", *tiny)
+        assert res.returncode == 0, res.stderr
+    with np.load(part / "checkpoints" / "replay.npz") as data:  # written by the device storage
+        assert json.loads(str(data["meta"]))["rng_kind"] == "torch-cpu" and "frames" in data.files
+    res = curlrl("train", "--resume", "--run-dir", str(part), "env_steps=2000")
+    assert res.returncode == 0, res.stderr
+    for name, cols in (("eval.csv", ["env_step", "updates", "return"]),
+                       ("train.csv", ["env_step", "updates", "episode", "return", "critic_loss", "curl_loss"])):
+        got = [[r[c] for c in cols] for r in rows(part / name)]
+        want = [[r[c] for c in cols] for r in rows(full / name)]
+        assert got == want, name  # the replay's generator and contents came back exactly
+    assert int(rows(full / "train.csv")[-1]["updates"]) == (2000 - 800) // 8
+
+
+def test_a_host_storage_run_resumes_with_device_storage(full_run, tmp_path):
+    run = tmp_path / "to_device"
+    shutil.copytree(full_run[0], run)
+    assert yaml.safe_load((run / "config.yaml").read_text())["replay_compress"] is True  # LZ4 frames on disk
+    res = curlrl("train", "--resume", "--run-dir", str(run), "env_steps=4000", "replay_storage=device")
+    assert res.returncode == 0, res.stderr
+    assert yaml.safe_load((run / "config.yaml").read_text())["replay_storage"] == "device"
+    # the saved replay was loaded (no refill with init_steps of random actions): one update per agent step
+    assert int(rows(run / "eval.csv")[-1]["updates"]) == (4000 - 800) // 8
+    with np.load(run / "checkpoints" / "replay.npz") as data:
+        assert json.loads(str(data["meta"]))["rng_kind"] == "torch-cpu"
