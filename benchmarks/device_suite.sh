@@ -33,7 +33,7 @@ if [[ $DEVICE == cuda* ]]; then
   ENV_STEPS=${ENV_STEPS:-100000}
   TRAIN_ARGS=""                      # the paper's settings: configs/cartpole-swingup.yaml (batch 512)
   REPORT_REPS=5000
-  CAP_OFF=60; CAP_COMPILE=150; TABLE_BUDGET=240; TESTS_CAP=150
+  CAP_OFF=60; CAP_COMPILE=90; TABLE_BUDGET=180; TESTS_CAP=120
 else
   GPU=0
   BATCHES=${BATCHES:-8 16}; UPDATES=${UPDATES:-2}; WARMUP=1

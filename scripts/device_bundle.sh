@@ -59,10 +59,14 @@ if ! ls "$CACHE/debs"/*.deb >/dev/null 2>&1; then
   lists="$CACHE/apt-lists"
   mkdir -p "$lists/partial"
   apt_opts=(-qq -oAPT::Architecture=amd64 -oAPT::Architectures=amd64 "-oDir::State::Lists=$lists")
+  [[ $(id -u) == 0 ]] && apt_opts+=(-oAPT::Sandbox::User=root)  # the cache is root's: no _apt sandbox warnings
   apt-get "${apt_opts[@]}" update
   (cd "$CACHE/debs" && apt-get "${apt_opts[@]}" download "${GL_DEBS[@]}")
 fi
 
+if [[ -e $BUNDLE && ! -f $BUNDLE/PYTHON_VERSION && -n $(ls -A "$BUNDLE") ]]; then
+  echo "device_bundle: $BUNDLE exists and is not a bundle: not replacing it" >&2; exit 1
+fi
 rm -rf "$BUNDLE"
 mkdir -p "$BUNDLE/gl" "$BUNDLE/pandas2"
 # add_wheel SPEC DIR: the cached wheel of SPEC for this Python, slimmed into DIR
