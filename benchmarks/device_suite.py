@@ -23,7 +23,7 @@ NAME_OK = re.compile(r"^[A-Za-z0-9._-]+$")
 # the files of a run directory worth bringing back (no checkpoints, events, videos)
 RUN_FILES = ("eval.csv", "train.csv", "config.yaml")
 
-_RESULT = re.compile(r"^mode=(\S+) batch=(\d+) median_ms=([\d.]+) .*achieved_gflops=([\d.]+)")
+_RESULT = re.compile(r"^mode=(\S+) (?:capture=\S+ )?batch=(\d+) median_ms=([\d.]+) .*achieved_gflops=([\d.]+)")
 _HEADER = re.compile(r"^### (.*)$")
 
 

@@ -69,7 +69,8 @@ def test_update_table_renders_results_and_failures():
     log = "\n".join([
         "### batch=128 amp=off capture=off status=ok",
         "mode=exact batch=128 median_ms=12.5 mean_ms=13.0 gflop_per_update=104.0 achieved_gflops=8320.0 of_matmul=0.2",
-        "mode=fused batch=128 median_ms=9.0 mean_ms=9.1 gflop_per_update=71.1 achieved_gflops=7900.0 of_matmul=0.2",
+        "mode=fused capture=off batch=128 median_ms=9.0 mean_ms=9.1 gflop_per_update=71.1 achieved_gflops=7900.0 "
+        "of_matmul=0.2 warmup_s=0.1",  # update_speed.py's current line (with capture=)
         "### batch=128 amp=off capture=compile status=timeout(150s)",
         "### batch=512 amp=bf16 capture=compile status=unsupported(update_speed.py_has_no_--capture)",
     ])
