@@ -154,7 +154,7 @@ export -f preflight
 # ---------------------------------------------------------------- tests
 if wants tests; then
   step tests "$TESTS_CAP" "$PYTHON" -m pytest -q -p no:cacheprovider -o addopts="" -rs \
-    tests/test_agent.py tests/test_core.py tests/test_replay.py
+    tests/test_agent.py tests/test_core.py tests/test_replay.py tests/test_device_replay.py
 fi
 
 # ---------------------------------------------------------------- table
