@@ -8,6 +8,10 @@ import torch
 
 torch.set_num_threads(int(os.environ.get("CURLRL_TEST_THREADS", "1")))
 
+# Subprocess timeouts in the tests only guard against hangs: a busy CI machine can make a
+# tiny training run take many minutes, and no test may depend on the machine's speed.
+HANG_TIMEOUT_S = 1800
+
 
 def pytest_addoption(parser):
     parser.addoption("--runslow", action="store_true", help="also run tests marked slow (learning checks)")

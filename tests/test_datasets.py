@@ -13,6 +13,7 @@ from curlrl.datasets import load_dataset, save_episode, split_episodes
 from curlrl.errors import DatasetError
 
 import offline_data
+from conftest import HANG_TIMEOUT_S
 
 
 @pytest.fixture(scope="session")
@@ -109,7 +110,7 @@ def test_bad_datasets_give_one_line_and_exit_2(tmp_path, capsys, case, command):
 def test_bad_dataset_through_the_real_cli_process(tmp_path):
     path, _ = _bad_datasets(tmp_path)["corrupt"]
     res = subprocess.run([sys.executable, "-m", "curlrl.cli", "probe", "random", str(path), "--out",
-                          str(tmp_path / "o")], capture_output=True, text=True, timeout=120)
+                          str(tmp_path / "o")], capture_output=True, text=True, timeout=HANG_TIMEOUT_S)
     assert res.returncode == 2
     assert res.stderr.strip().count("\n") == 0 and "Traceback" not in res.stderr
     assert "corrupt or truncated" in res.stderr

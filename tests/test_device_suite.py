@@ -12,6 +12,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from conftest import HANG_TIMEOUT_S
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -135,7 +136,7 @@ def test_learning_table_and_report_steps(tmp_path):
 
 def test_suite_refuses_without_out():
     res = subprocess.run(["bash", str(ROOT / "benchmarks" / "device_suite.sh")], capture_output=True, text=True,
-                         env={k: v for k, v in os.environ.items() if k != "OUT"}, timeout=30)
+                         env={k: v for k, v in os.environ.items() if k != "OUT"}, timeout=HANG_TIMEOUT_S)
     assert res.returncode == 2 and "set OUT" in res.stderr
 
 

@@ -17,6 +17,7 @@ from curlrl.encoder import PixelEncoder
 from curlrl.errors import CheckpointError, ConfigError
 
 import offline_data
+from conftest import HANG_TIMEOUT_S
 
 
 @pytest.fixture(scope="session")
@@ -198,5 +199,5 @@ def test_loading_an_export_needs_no_rl_stack(pretrain_export):
             "from curlrl.encoder import PixelEncoder\n"
             f"enc = PixelEncoder.from_pretrained({str(pretrain_export[1])!r})\n"
             "print(enc.feature_dim)\n")
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=HANG_TIMEOUT_S)
     assert res.returncode == 0 and res.stdout.strip() == "50", res.stderr

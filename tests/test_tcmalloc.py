@@ -7,6 +7,7 @@ from ctypes.util import find_library
 import pytest
 
 from curlrl import cli
+from conftest import HANG_TIMEOUT_S
 
 
 @pytest.fixture
@@ -44,6 +45,6 @@ def test_real_reexec_maps_tcmalloc_into_the_same_process():
             "maps = open('/proc/self/maps').read(); print(os.getpid(), 'tcmalloc' in maps)")
     env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "CURLRL_TCMALLOC")}
     proc = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, text=True)
-    out, _ = proc.communicate(timeout=60)
+    out, _ = proc.communicate(timeout=HANG_TIMEOUT_S)
     pid, mapped = out.split()
     assert mapped == "True" and int(pid) == proc.pid  # execve kept the PID that kill/resume rely on

@@ -12,13 +12,14 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from conftest import HANG_TIMEOUT_S
 
 TINY = ["image_size=48", "crop_size=40", "batch_size=16", "hidden_dim=64", "num_filters=8", "feature_dim=16",
         "init_steps=800", "eval_every=800", "eval_episodes=1", "checkpoint_every=1000",
         "replay_capacity=5000", "threads=1"]
 
 
-def curlrl(*args, timeout=300, **kw):
+def curlrl(*args, timeout=HANG_TIMEOUT_S, **kw):
     return subprocess.run([sys.executable, "-m", "curlrl.cli", *args], capture_output=True, text=True,
                           timeout=timeout, **kw)
 
