@@ -150,17 +150,15 @@ def _policy_agent(run_dir: str, cfg, env):
     """The trained agent of a train run, on the CPU (loaded as ``curlrl eval`` does)."""
     import torch
 
-    from curlrl.agents.curl_sac import CurlSacAgent
     from curlrl.checkpoint import safe_load
     from curlrl.errors import CheckpointError
-    from curlrl.train import agent_config
+    from curlrl.train import build_agent
 
     path = Path(run_dir) / "checkpoints" / "latest.pt"
     state = safe_load(path)
     torch.manual_seed(0)
-    agent = CurlSacAgent(env.observation_space.shape, env.action_space.shape[0], agent_config(cfg), device="cpu")
-    if cfg.freeze_conv:  # its encoder optimizer holds no conv parameters
-        agent.init_encoder(None, freeze_conv=True)
+    agent = build_agent(cfg, env.observation_space.shape, env.action_space.shape[0], torch.device("cpu"),
+                        from_checkpoint=True)
     try:
         agent.load_state_dict(state["agent"])
     except (KeyError, RuntimeError, TypeError, ValueError) as exc:

@@ -47,8 +47,31 @@ def agent_config(cfg: TrainConfig) -> AgentConfig:
     return AgentConfig(**{f.name: getattr(cfg, f.name) for f in fields(AgentConfig)})
 
 
-def build(cfg: TrainConfig, device: torch.device):
-    """The training env, the eval env and a fresh agent for ``cfg``."""
+def build_agent(cfg: TrainConfig, obs_shape: tuple[int, ...], action_dim: int, device: torch.device,
+                from_checkpoint: bool = False) -> CurlSacAgent:
+    """A :class:`CurlSacAgent` for ``cfg`` on ``device``.
+
+    A fresh agent (``from_checkpoint=False``) starts its encoder from ``cfg.encoder_init``
+    when that is set. An agent whose weights will come from a checkpoint does not read
+    that file (it may have moved since the run started; the checkpoint holds the weights),
+    but ``cfg.freeze_conv`` still applies: it decides which parameters the optimizers hold,
+    and their saved state only loads into the same layout.
+    """
+    agent = CurlSacAgent(obs_shape, action_dim, agent_config(cfg), device=device, seed=cfg.seed)
+    init = cfg.encoder_init if not from_checkpoint else ""
+    if init or cfg.freeze_conv:
+        from curlrl.encoder import PixelEncoder
+        state = PixelEncoder.from_pretrained(init, **agent.encoder.config()).state_dict() if init else None
+        agent.init_encoder(state, freeze_conv=cfg.freeze_conv)
+    return agent
+
+
+def build(cfg: TrainConfig, device: torch.device, from_checkpoint: bool = False):
+    """The training env, the eval env and an agent for ``cfg`` (see :func:`build_agent`).
+
+    ``from_checkpoint=True`` when the caller loads the agent's weights from a checkpoint
+    next (resume, evaluation): ``cfg.encoder_init`` is then not read.
+    """
     from curlrl.envs import make_env
 
     env = make_env(cfg.task, cfg.image_size, cfg.action_repeat, cfg.frame_stack, seed=cfg.seed)
@@ -56,13 +79,8 @@ def build(cfg: TrainConfig, device: torch.device):
     if cfg.capture == "cudagraphs" and device.type != "cuda":
         raise ConfigError(f"config key 'capture' = 'cudagraphs' needs a CUDA device; this run's device is {device}")
     torch.manual_seed(cfg.seed)
-    agent = CurlSacAgent(env.observation_space.shape, env.action_space.shape[0], agent_config(cfg),
-                         device=device, seed=cfg.seed)
-    if cfg.encoder_init or cfg.freeze_conv:
-        from curlrl.encoder import PixelEncoder
-        state = PixelEncoder.from_pretrained(cfg.encoder_init, **agent.encoder.config()).state_dict() \
-            if cfg.encoder_init else None
-        agent.init_encoder(state, freeze_conv=cfg.freeze_conv)
+    agent = build_agent(cfg, env.observation_space.shape, env.action_space.shape[0], device,
+                        from_checkpoint=from_checkpoint)
     return env, eval_env, agent
 
 
@@ -164,7 +182,7 @@ class Trainer:
         self.device = resolve_device(cfg.device)
         random.seed(cfg.seed)
         np.random.seed(cfg.seed)
-        self.env, self.eval_env, self.agent = build(cfg, self.device)
+        self.env, self.eval_env, self.agent = build(cfg, self.device, from_checkpoint=resume)
         self.replay = build_replay(cfg, self.device, self.env.action_space.shape[0])
         self.action_rng = np.random.default_rng(cfg.seed)
         self.env_step = self.episode = 0
