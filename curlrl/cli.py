@@ -73,8 +73,11 @@ def _config(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
+    from curlrl.errors import ConfigError
     from curlrl.evaluate import evaluate_run
 
+    if args.episodes < 1:
+        raise ConfigError(f"--episodes must be >= 1, got {args.episodes}")
     evaluate_run(args.run_dir, episodes=args.episodes, video=not args.no_video, device=args.device)
     return 0
 
