@@ -30,6 +30,7 @@ from typing import Any, Callable, Sequence
 
 from curlrl import config as config_mod
 from curlrl.errors import ConfigError, CurlrlError
+from curlrl.host import usable_cpus
 from curlrl.published import PLANET_TASKS
 
 try:  # submitit re-queues a Checkpointable job after a SLURM timeout or preemption
@@ -129,14 +130,6 @@ def parse_seeds(value: Any, source: str = "seeds") -> list[int]:
             raise ConfigError(f"{source}: duplicate seeds in {value}")
         return list(value)
     raise ConfigError(f"{source}: 'seeds' must be a count or a list of integers, got {value!r}")
-
-
-def cpu_count() -> int:
-    """Cores this process may use (the affinity mask, as under SLURM or taskset)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
 
 
 def _scalar(value: Any) -> str:
@@ -595,10 +588,10 @@ def run_bench(suite: Suite, out: str | Path, overrides: Sequence[str] = (), task
     if workers is not None and workers <= 0:
         raise ConfigError(f"workers must be > 0, got {workers}")
     out = Path(out)
-    n_workers = workers if workers is not None else (None if launcher == "slurm" else max(1, cpu_count() // 4))
+    n_workers = workers if workers is not None else (None if launcher == "slurm" else max(1, usable_cpus() // 4))
     slurm = slurm or SlurmOptions()
     # threads: the local launchers share this machine's cores; a SLURM job has its own CPUs
-    default_threads = slurm.cpus if launcher == "slurm" else max(1, cpu_count() // (n_workers or 1))
+    default_threads = slurm.cpus if launcher == "slurm" else max(1, usable_cpus() // (n_workers or 1))
     specs = plan(suite, out, overrides, tasks, seeds, default_threads=default_threads)
     report(_plan_table(suite, specs, launcher, n_workers, out))
     todo = [s for s in specs if s.state not in ("done", "corrupt")]

@@ -13,7 +13,6 @@ Run directory layout::
 from __future__ import annotations
 
 import json
-import os
 import random
 import sys
 import time
@@ -24,6 +23,7 @@ import numpy as np
 import torch
 import yaml
 
+from curlrl import host
 from curlrl.agents.curl_sac import AgentConfig, CurlSacAgent
 from curlrl.checkpoint import atomic_save, atomic_write_text, safe_load
 from curlrl.config import TrainConfig
@@ -136,42 +136,6 @@ def _set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def cpu_busy_fraction(seconds: float = 0.25) -> float | None:
-    """Fraction of all cores busy over the next ``seconds`` (from /proc/stat; None elsewhere)."""
-    def sample() -> tuple[int, int]:
-        with open("/proc/stat") as fh:
-            ticks = [int(v) for v in fh.readline().split()[1:]]
-        return sum(ticks), ticks[3] + (ticks[4] if len(ticks) > 4 else 0)  # total, idle + iowait
-    try:
-        total0, idle0 = sample()
-        time.sleep(seconds)
-        total1, idle1 = sample()
-    except (OSError, ValueError, IndexError):
-        return None
-    return 1.0 - (idle1 - idle0) / max(total1 - total0, 1)
-
-
-def warn_if_cpu_busy() -> None:
-    """One line on stderr when other processes already load the CPU that torch will use whole.
-
-    Two runs with all-core thread pools on the same cores slowed each other ~4x here (not 2x).
-    The 1-minute load average lags (a run that just ended still counts), so the CPU's use
-    right now must agree.
-    """
-    cores = os.cpu_count() or 1
-    try:
-        load = os.getloadavg()[0]
-    except OSError:
-        return
-    if load < 0.75 * cores:
-        return
-    busy = cpu_busy_fraction()
-    if busy is None or busy >= 0.5:
-        print(f"curlrl: the CPU is already busy (load {load:.1f} on {cores} cores) and this run will use "
-              f"all {cores} cores: concurrent runs slow each other more than in proportion; give each "
-              f"run its share, e.g. threads={max(1, cores // 2)}", file=sys.stderr)
-
-
 class Trainer:
     """Owns one run: env, agent, replay, logs and checkpoints in ``run_dir``."""
 
@@ -204,7 +168,7 @@ class Trainer:
         # checkpoint) gets its one error line whatever the machine's load.
         if self.device.type == "cpu" and not quiet:
             if not cfg.threads:
-                warn_if_cpu_busy()
+                host.warn_if_cpu_busy()
             if cfg.amp == "bf16":
                 print("curlrl: amp=bf16 is meant for GPUs; on a CPU without native bfloat16 the convs are "
                       "much slower (benchmarks/README.md)", file=sys.stderr)
