@@ -30,6 +30,7 @@ from typing import Any, Callable, Sequence
 
 from curlrl import config as config_mod
 from curlrl.errors import ConfigError, CurlrlError
+from curlrl.host import usable_cpus
 from curlrl.published import PLANET_TASKS
 
 try:  # submitit re-queues a Checkpointable job after a SLURM timeout or preemption
@@ -81,7 +82,7 @@ def load_suite(name_or_file: str) -> Suite:
         return Suite(s.name, list(s.tasks), s.env_steps, list(s.seeds), dict(s.overrides), dict(s.task_overrides))
     path = Path(name_or_file)
     if not path.is_file():
-        raise ConfigError(f"--suite {name_or_file!r} is neither a built-in suite ({', '.join(SUITES)}) "
+        raise ConfigError(f"suite {name_or_file!r} is neither a built-in suite ({', '.join(SUITES)}) "
                           f"nor a suite file")
     data = config_mod.load_yaml(path)
     if not isinstance(data, dict):
@@ -115,8 +116,11 @@ def load_suite(name_or_file: str) -> Suite:
                  dict(overrides), {k: dict(v) for k, v in task_overrides.items()})
 
 
-def parse_seeds(value: Any, source: str = "--seeds") -> list[int]:
-    """``5`` -> [0..4]; a list of ints -> itself (duplicates rejected)."""
+def parse_seeds(value: Any, source: str = "seeds") -> list[int]:
+    """``5`` -> [0..4]; a list of ints -> itself (duplicates rejected).
+
+    ``source`` names where ``value`` came from in error messages.
+    """
     if isinstance(value, int) and not isinstance(value, bool):
         if value <= 0:
             raise ConfigError(f"{source}: the number of seeds must be > 0, got {value}")
@@ -126,14 +130,6 @@ def parse_seeds(value: Any, source: str = "--seeds") -> list[int]:
             raise ConfigError(f"{source}: duplicate seeds in {value}")
         return list(value)
     raise ConfigError(f"{source}: 'seeds' must be a count or a list of integers, got {value!r}")
-
-
-def cpu_count() -> int:
-    """Cores this process may use (the affinity mask, as under SLURM or taskset)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
 
 
 def _scalar(value: Any) -> str:
@@ -235,10 +231,11 @@ def plan(suite: Suite, out: str | Path, overrides: Sequence[str] = (), tasks: Se
     cli = config_mod.parse_overrides(list(overrides))
     for key in ("seed", "task"):
         if key in cli or key in suite.overrides:
-            raise ConfigError(f"bench sets {key!r} itself: use --tasks / --seeds (or the suite file) instead")
+            raise ConfigError(f"bench sets {key!r} itself: choose the {key}s in the suite or with the {key}s "
+                              f"argument, not as a config override")
     task_list = list(tasks) if tasks else list(suite.tasks)
     if len(set(task_list)) != len(task_list):
-        raise ConfigError(f"--tasks lists a task twice: {task_list}")
+        raise ConfigError(f"the tasks name a task twice: {task_list}")
     seed_list = parse_seeds(seeds) if seeds is not None else list(suite.seeds)
     from curlrl.envs.dmc import parse_task
 
@@ -434,9 +431,9 @@ def parse_time_min(text: str) -> int:
             raise ValueError
         minutes += days * 24 * 60
     except ValueError:
-        raise ConfigError(f"--time {text!r}: use minutes, HH:MM:SS, D-HH:MM:SS, 90m or 12h") from None
+        raise ConfigError(f"time limit {text!r}: use minutes, HH:MM:SS, D-HH:MM:SS, 90m or 12h") from None
     if minutes <= 0:
-        raise ConfigError(f"--time {text!r} must be positive")
+        raise ConfigError(f"time limit {text!r} must be positive")
     return minutes
 
 
@@ -445,13 +442,13 @@ def make_executor(launcher: str, folder: str | Path, threads: int, slurm: SlurmO
     try:
         import submitit
     except ImportError:
-        raise ConfigError(f"--launcher {launcher} needs submitit (pip install submitit)") from None
+        raise ConfigError(f"launcher {launcher!r} needs submitit (pip install submitit)") from None
     slurm = slurm or SlurmOptions()
     cluster = "slurm" if launcher == "slurm" else "local"
     try:
         executor = submitit.AutoExecutor(folder=str(folder), cluster=cluster)
     except RuntimeError as exc:  # e.g. sbatch not found
-        raise ConfigError(f"--launcher {launcher}: {exc}") from None
+        raise ConfigError(f"launcher {launcher!r}: {exc}") from None
     params: dict[str, Any] = dict(name="curlrl", timeout_min=slurm.time_min,
                                   cpus_per_task=slurm.cpus if cluster == "slurm" else max(1, threads))
     if cluster == "slurm":
@@ -587,14 +584,14 @@ def run_bench(suite: Suite, out: str | Path, overrides: Sequence[str] = (), task
     a few threads) and to unlimited for slurm. A run that fails does not stop the others.
     """
     if launcher not in LAUNCHERS:
-        raise ConfigError(f"--launcher must be one of {', '.join(LAUNCHERS)}, got {launcher!r}")
+        raise ConfigError(f"launcher must be one of {', '.join(LAUNCHERS)}, got {launcher!r}")
     if workers is not None and workers <= 0:
-        raise ConfigError(f"--workers must be > 0, got {workers}")
+        raise ConfigError(f"workers must be > 0, got {workers}")
     out = Path(out)
-    n_workers = workers if workers is not None else (None if launcher == "slurm" else max(1, cpu_count() // 4))
+    n_workers = workers if workers is not None else (None if launcher == "slurm" else max(1, usable_cpus() // 4))
     slurm = slurm or SlurmOptions()
     # threads: the local launchers share this machine's cores; a SLURM job has its own CPUs
-    default_threads = slurm.cpus if launcher == "slurm" else max(1, cpu_count() // (n_workers or 1))
+    default_threads = slurm.cpus if launcher == "slurm" else max(1, usable_cpus() // (n_workers or 1))
     specs = plan(suite, out, overrides, tasks, seeds, default_threads=default_threads)
     report(_plan_table(suite, specs, launcher, n_workers, out))
     todo = [s for s in specs if s.state not in ("done", "corrupt")]

@@ -7,6 +7,21 @@ import sys
 from curlrl.errors import ConfigError
 
 
+def _check_bench_flags(args: argparse.Namespace, tasks: list[str], overrides: list[str]) -> None:
+    """Mistakes in ``curlrl bench``'s flags, worded as flags (the library names its arguments)."""
+    from curlrl import config as config_mod
+
+    for flag, value in (("--seeds", args.seeds), ("--workers", args.workers), ("--cpus", args.cpus)):
+        if value is not None and value <= 0:
+            raise ConfigError(f"{flag} must be > 0, got {value}")
+    if len(set(tasks)) != len(tasks):
+        raise ConfigError(f"--tasks lists a task twice: {tasks}")
+    given = config_mod.parse_overrides(overrides)
+    for key, flag in (("seed", "--seeds"), ("task", "--tasks")):
+        if key in given:
+            raise ConfigError(f"bench sets {key!r} itself: use {flag} (or the suite file) instead of {key}=")
+
+
 def _bench(args: argparse.Namespace) -> int:
     from curlrl import bench
 
@@ -22,11 +37,14 @@ def _bench(args: argparse.Namespace) -> int:
         if not sep or not key:
             raise ConfigError(f"--slurm-opt {item!r} is not of the form key=value (e.g. exclude=node3)")
         extra[key] = value
-    slurm = bench.SlurmOptions(partition=args.partition, time_min=bench.parse_time_min(args.time),
+    _check_bench_flags(args, tasks, overrides)
+    try:
+        time_min = bench.parse_time_min(args.time)
+    except ConfigError as exc:
+        raise ConfigError(f"--time: {exc}") from None
+    slurm = bench.SlurmOptions(partition=args.partition, time_min=time_min,
                                gpus=args.gpus, cpus=args.cpus, mem_gb=args.mem_gb, account=args.account,
                                qos=args.qos, constraint=args.constraint, extra=extra)
-    if args.cpus <= 0:
-        raise ConfigError(f"--cpus must be > 0, got {args.cpus}")
     suite = bench.load_suite(args.suite)
     try:
         results = bench.run_bench(suite, args.out, overrides, tasks or None, args.seeds, args.workers, args.launcher,
@@ -49,6 +67,9 @@ def _report(args: argparse.Namespace) -> int:
         raise ConfigError("--steps needs at least one env step")
     if args.reps < 10:
         raise ConfigError(f"--reps must be >= 10, got {args.reps}")
+    if args.label and len(args.label) not in (1, len(args.paths)):
+        raise ConfigError(f"--label given {len(args.label)} times for {len(args.paths)} paths: "
+                          f"give it once or once per path")
     out = args.out or "report"
     path = make_report(args.paths, out, labels=args.label, steps=steps,
                        compare_published=args.compare == "published", reps=args.reps, seed=args.seed,

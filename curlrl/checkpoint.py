@@ -39,8 +39,8 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 def safe_load(path: str | os.PathLike, map_location: str | torch.device = "cpu", mmap: bool = False) -> Any:
     """``torch.load(weights_only=True)``; any failure becomes one clear CheckpointError.
 
-    ``mmap=True`` maps the tensor data instead of reading it: for callers that only
-    look at small entries (a run's counters), ~5-20x faster on a 100 MB checkpoint.
+    ``mmap=True`` maps the tensor data instead of reading it: callers that only look at
+    small entries (a run's counters) then read little of a large checkpoint.
     """
     path = Path(path)
     if not path.is_file():

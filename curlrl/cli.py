@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from importlib import import_module
 from pathlib import Path
@@ -15,27 +14,11 @@ TRAINING_COMMANDS = ("train", "bench", "pretrain")
 
 
 def _use_tcmalloc(command: str) -> None:
-    """Re-execute this process with tcmalloc preloaded, when it is installed.
+    """Restart a training command under tcmalloc (:func:`curlrl.host.reexec_with_tcmalloc`)."""
+    if command in TRAINING_COMMANDS:
+        from curlrl.host import reexec_with_tcmalloc
 
-    glibc's malloc hands the large conv activations back to the OS after every update
-    and faults them in again on the next; tcmalloc keeps them. Measured with
-    benchmarks/update_speed.py: 1.15x (batch 128) to 1.76x (batch 512) faster updates
-    on a 2-core CPU. Debian/Ubuntu: ``apt-get install libtcmalloc-minimal4``
-    (scripts/setup.sh does). ``CURLRL_TCMALLOC=0`` turns this off. The PID is kept.
-    """
-    if command not in TRAINING_COMMANDS or not sys.platform.startswith("linux"):
-        return
-    if os.environ.get("CURLRL_TCMALLOC", "1") == "0" or "tcmalloc" in os.environ.get("LD_PRELOAD", ""):
-        return
-    from ctypes.util import find_library
-
-    lib = find_library("tcmalloc_minimal") or find_library("tcmalloc")
-    if lib is None:
-        return
-    env = dict(os.environ, LD_PRELOAD=f"{lib} {os.environ.get('LD_PRELOAD', '')}".strip())
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)
+        reexec_with_tcmalloc()
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -73,8 +56,11 @@ def _config(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
+    from curlrl.errors import ConfigError
     from curlrl.evaluate import evaluate_run
 
+    if args.episodes < 1:
+        raise ConfigError(f"--episodes must be >= 1, got {args.episodes}")
     evaluate_run(args.run_dir, episodes=args.episodes, video=not args.no_video, device=args.device)
     return 0
 

@@ -40,8 +40,9 @@ class TrainConfig(AgentConfig):
                                      # copies each batch to its device), "device" (uint8 frames on the run's
                                      # device, 30 KB per transition at 100x100: 100k ~ 3 GB of GPU memory;
                                      # indices drawn and stacks gathered there), "auto": device on CUDA, else host
-    replay_compress: bool = True     # host storage only: LZ4-compress stored frames (lossless): ~1.4x less RAM,
-                                     # ~2% slower updates; device storage keeps raw frames and ignores it
+    replay_compress: bool = True     # host storage only: LZ4-compress stored frames (lossless): less RAM for a
+                                     # little decompression per batch (figures: benchmarks/README.md); device
+                                     # storage keeps raw frames and ignores it
     eval_every: int = 10_000         # evaluate at every multiple of this (and at 0 and at the end)
     eval_episodes: int = 10          # deterministic (mean-action) episodes per evaluation
     checkpoint_every: int = 10_000   # checkpoint at the first episode end at or after each multiple

@@ -75,10 +75,10 @@ def collect(task: str, episodes: int, out: str | Path, policy: str = "random", i
     from curlrl.envs import make_env
 
     if episodes < 1:
-        raise ConfigError(f"--episodes must be >= 1, got {episodes}")
+        raise ConfigError(f"episodes must be >= 1, got {episodes}")
     out = Path(out)
     if (out / MANIFEST).exists() or any(out.glob("episode_*.npz")):
-        raise ConfigError(f"{out} already holds a dataset; choose another --out")
+        raise ConfigError(f"{out} already holds a dataset; choose another folder")
     run_cfg, frame_stack = None, 1
     if policy != "random":
         run_cfg = _policy_config(policy, task, image_size, action_repeat)
@@ -87,7 +87,7 @@ def collect(task: str, episodes: int, out: str | Path, policy: str = "random", i
         action_repeat = int(config_mod.task_config(task).get("action_repeat", 1))
     image_size = image_size or 100
     if image_size < 1 or action_repeat < 1:
-        raise ConfigError("--image-size and --action-repeat must be >= 1")
+        raise ConfigError(f"image_size and action_repeat must be >= 1, got {image_size} and {action_repeat}")
     env = make_env(task, image_size, action_repeat, frame_stack, seed=seed)
     agent = _policy_agent(policy, run_cfg, env) if run_cfg is not None else None
     out.mkdir(parents=True, exist_ok=True)
@@ -135,12 +135,12 @@ def _policy_config(run_dir: str, task: str, image_size: int | None, action_repea
 
     cfg_path = Path(run_dir) / "config.yaml"
     if not cfg_path.is_file():
-        raise ConfigError(f"--policy {run_dir} is neither 'random' nor a curlrl train run directory (no config.yaml)")
+        raise ConfigError(f"policy {run_dir} is neither 'random' nor a curlrl train run directory (no config.yaml)")
     cfg = config_mod.resolve(None, base=config_mod.load_yaml(cfg_path), overrides=["device=cpu"])
     if cfg.task != task:
-        raise ConfigError(f"--policy {run_dir} was trained on {cfg.task}, not {task}")
-    for name, given, used in (("--image-size", image_size, cfg.image_size),
-                              ("--action-repeat", action_repeat, cfg.action_repeat)):
+        raise ConfigError(f"policy {run_dir} was trained on {cfg.task}, not {task}")
+    for name, given, used in (("image_size", image_size, cfg.image_size),
+                              ("action_repeat", action_repeat, cfg.action_repeat)):
         if given is not None and given != used:
             raise ConfigError(f"{name} {given} differs from the policy's {used} (from {cfg_path})")
     return cfg
@@ -150,17 +150,15 @@ def _policy_agent(run_dir: str, cfg, env):
     """The trained agent of a train run, on the CPU (loaded as ``curlrl eval`` does)."""
     import torch
 
-    from curlrl.agents.curl_sac import CurlSacAgent
     from curlrl.checkpoint import safe_load
     from curlrl.errors import CheckpointError
-    from curlrl.train import agent_config
+    from curlrl.train import build_agent
 
     path = Path(run_dir) / "checkpoints" / "latest.pt"
     state = safe_load(path)
     torch.manual_seed(0)
-    agent = CurlSacAgent(env.observation_space.shape, env.action_space.shape[0], agent_config(cfg), device="cpu")
-    if cfg.freeze_conv:  # its encoder optimizer holds no conv parameters
-        agent.init_encoder(None, freeze_conv=True)
+    agent = build_agent(cfg, env.observation_space.shape, env.action_space.shape[0], torch.device("cpu"),
+                        from_checkpoint=True)
     try:
         agent.load_state_dict(state["agent"])
     except (KeyError, RuntimeError, TypeError, ValueError) as exc:

@@ -24,11 +24,11 @@ def evaluate_run(run_dir: str | Path, episodes: int = 10, video: bool = True, de
     if not cfg_path.is_file():
         raise ConfigError(f"{run_dir} is not a curlrl run directory (no config.yaml)")
     if episodes < 1:
-        raise ConfigError(f"--episodes must be >= 1, got {episodes}")
+        raise ConfigError(f"episodes must be >= 1, got {episodes}")
     cfg = config_mod.resolve(None, base=config_mod.load_yaml(cfg_path),
                              overrides=[f"device={device}"] if device else None)
     state = safe_load(run_dir / "checkpoints" / "latest.pt", map_location=resolve_device(cfg.device))
-    _, eval_env, agent = build(cfg, resolve_device(cfg.device))
+    _, eval_env, agent = build(cfg, resolve_device(cfg.device), from_checkpoint=True)
     try:
         agent.load_state_dict(state["agent"])
         env_step = int(state["counters"]["env_step"])

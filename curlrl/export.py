@@ -99,7 +99,7 @@ def export_encoder(run_dir: str | Path, out: str | Path, quiet: bool = False) ->
     """Write the run's encoder (+ CURL head W) to ``out`` (.safetensors), atomically."""
     out = Path(out)
     if out.suffix != ".safetensors":
-        raise ConfigError(f"--out {out} must end in .safetensors")
+        raise ConfigError(f"export path {out} must end in .safetensors")
     loaded = load_encoder(run_dir)
     extra = {"curl_head.W": loaded.curl_head.W} if loaded.curl_head is not None else None
     loaded.encoder.save_pretrained(out, source=loaded.source, extra_tensors=extra)

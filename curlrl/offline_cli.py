@@ -7,7 +7,13 @@ from pathlib import Path
 
 def _collect(args: argparse.Namespace) -> int:
     from curlrl.datasets import collect
+    from curlrl.errors import ConfigError
 
+    if args.episodes < 1:
+        raise ConfigError(f"--episodes must be >= 1, got {args.episodes}")
+    for flag, value in (("--image-size", args.image_size), ("--action-repeat", args.action_repeat)):
+        if value is not None and value < 1:
+            raise ConfigError(f"{flag} must be >= 1, got {value}")
     collect(args.task, args.episodes, args.out, policy=args.policy, image_size=args.image_size,
             action_repeat=args.action_repeat, seed=args.seed)
     return 0
@@ -38,8 +44,13 @@ def _pretrain(args: argparse.Namespace) -> int:
 
 
 def _probe(args: argparse.Namespace) -> int:
+    from curlrl.errors import ConfigError
     from curlrl.probe import run_probe
 
+    if args.knn_k < 1:
+        raise ConfigError(f"--knn-k must be >= 1, got {args.knn_k}")
+    if args.ridge_alpha is not None and args.ridge_alpha < 0:
+        raise ConfigError(f"--ridge-alpha must be >= 0, got {args.ridge_alpha}")
     run_probe(args.encoder, args.data_dir, out=args.out, holdout=args.holdout, split_seed=args.split_seed,
               with_random=args.with_random, frame_stack=args.frame_stack, crop_size=args.crop_size,
               seed=args.seed, ridge_alpha=args.ridge_alpha, knn_k=args.knn_k, threads=args.threads)
@@ -47,8 +58,11 @@ def _probe(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
+    from curlrl.errors import ConfigError
     from curlrl.export import export_encoder
 
+    if not args.out.endswith(".safetensors"):
+        raise ConfigError(f"--out {args.out} must end in .safetensors")
     export_encoder(args.run_dir, args.out)
     return 0
 

@@ -265,16 +265,6 @@ class Pretrainer:
         self.tb.close()
 
 
-def load_pretrain_checkpoint(run_dir: str | Path, map_location: str = "cpu") -> tuple[PretrainConfig, dict]:
-    """(config, checkpoint dict) of a pretrain run directory."""
-    run_dir = Path(run_dir)
-    cfg = resolve(None, base=config_mod.load_yaml(run_dir / "config.yaml"))
-    state = safe_load(run_dir / "checkpoints" / "latest.pt", map_location=map_location)
-    if not isinstance(state, dict) or state.get("kind") != CHECKPOINT_KIND:
-        raise CheckpointError(f"{run_dir} holds no pretrain checkpoint")
-    return cfg, state
-
-
 def pretrain(cfg: PretrainConfig, run_dir: str | Path, resume: bool = False, quiet: bool = False) -> dict:
     """Pretrain (or resume) in ``run_dir`` and return the summary."""
     trainer = Pretrainer(cfg, run_dir, resume=resume, quiet=quiet)

@@ -175,7 +175,7 @@ def markdown(results: list[dict], data_dir: str) -> str:
 
 
 def default_out(spec: str) -> Path:
-    """Where probe results go without --out: RUN_DIR/probe, <file>.probe/, or ./probe-random."""
+    """Where probe results go when no ``out`` is given: RUN_DIR/probe, <file>.probe/, or ./probe-random."""
     if spec == "random":
         return Path("probe-random")
     path = Path(spec)
@@ -197,7 +197,7 @@ def run_probe(spec: str, data_dir: str | Path, out: str | Path | None = None, ho
     if threads:
         torch.set_num_threads(threads)
     if knn_k < 1 or (ridge_alpha is not None and ridge_alpha < 0):
-        raise ConfigError("--knn-k must be >= 1 and --ridge-alpha >= 0")
+        raise ConfigError(f"knn_k must be >= 1 and ridge_alpha >= 0, got {knn_k} and {ridge_alpha}")
     data = load_dataset(data_dir)
     if spec == "random":
         loaded = LoadedEncoder(random_encoder((3 * frame_stack, crop_size, crop_size), seed), None, None,

@@ -172,7 +172,7 @@ def load_runs(paths: Sequence[str | Path], labels: Sequence[str] | None = None) 
     Runs with the same (algorithm, task, seed) seen twice are kept once (the first)."""
     labels = list(labels or [])
     if len(labels) not in (0, 1, len(paths)):
-        raise ReportError(f"--label given {len(labels)} times for {len(paths)} paths: give it once or once per path")
+        raise ReportError(f"{len(labels)} labels for {len(paths)} paths: give one label or one per path")
     warn: list[str] = []
     runs: list[RunRecord] = []
     for i, p in enumerate(paths):
@@ -197,7 +197,7 @@ def load_runs(paths: Sequence[str | Path], labels: Sequence[str] | None = None) 
         key = (run.algo, run.task, run.seed)
         if key in seen:
             warn.append(f"duplicate run {run.algo} {run.task} seed {run.seed}: kept {seen[key].source}, "
-                        f"ignored {run.source} (use --label to tell algorithms apart)")
+                        f"ignored {run.source} (label the paths to tell algorithms apart)")
         else:
             seen[key] = run
     if not seen:

@@ -55,11 +55,6 @@ def truncate_csv(path: Path, keep) -> None:
     os.replace(tmp, path)
 
 
-def read_csv(path: str | Path) -> list[dict[str, str]]:
-    with open(path, newline="") as fh:
-        return list(csv.DictReader(fh))
-
-
 def write_video(path: Path, frames: Iterable[np.ndarray], fps: int = 30) -> None:
     """Write (H, W, 3) uint8 frames to an mp4 with imageio-ffmpeg, atomically."""
     import imageio.v2 as imageio

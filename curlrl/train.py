@@ -13,7 +13,6 @@ Run directory layout::
 from __future__ import annotations
 
 import json
-import os
 import random
 import sys
 import time
@@ -24,6 +23,7 @@ import numpy as np
 import torch
 import yaml
 
+from curlrl import host
 from curlrl.agents.curl_sac import AgentConfig, CurlSacAgent
 from curlrl.checkpoint import atomic_save, atomic_write_text, safe_load
 from curlrl.config import TrainConfig
@@ -47,8 +47,31 @@ def agent_config(cfg: TrainConfig) -> AgentConfig:
     return AgentConfig(**{f.name: getattr(cfg, f.name) for f in fields(AgentConfig)})
 
 
-def build(cfg: TrainConfig, device: torch.device):
-    """The training env, the eval env and a fresh agent for ``cfg``."""
+def build_agent(cfg: TrainConfig, obs_shape: tuple[int, ...], action_dim: int, device: torch.device,
+                from_checkpoint: bool = False) -> CurlSacAgent:
+    """A :class:`CurlSacAgent` for ``cfg`` on ``device``.
+
+    A fresh agent (``from_checkpoint=False``) starts its encoder from ``cfg.encoder_init``
+    when that is set. An agent whose weights will come from a checkpoint does not read
+    that file (it may have moved since the run started; the checkpoint holds the weights),
+    but ``cfg.freeze_conv`` still applies: it decides which parameters the optimizers hold,
+    and their saved state only loads into the same layout.
+    """
+    agent = CurlSacAgent(obs_shape, action_dim, agent_config(cfg), device=device, seed=cfg.seed)
+    init = cfg.encoder_init if not from_checkpoint else ""
+    if init or cfg.freeze_conv:
+        from curlrl.encoder import PixelEncoder
+        state = PixelEncoder.from_pretrained(init, **agent.encoder.config()).state_dict() if init else None
+        agent.init_encoder(state, freeze_conv=cfg.freeze_conv)
+    return agent
+
+
+def build(cfg: TrainConfig, device: torch.device, from_checkpoint: bool = False):
+    """The training env, the eval env and an agent for ``cfg`` (see :func:`build_agent`).
+
+    ``from_checkpoint=True`` when the caller loads the agent's weights from a checkpoint
+    next (resume, evaluation): ``cfg.encoder_init`` is then not read.
+    """
     from curlrl.envs import make_env
 
     env = make_env(cfg.task, cfg.image_size, cfg.action_repeat, cfg.frame_stack, seed=cfg.seed)
@@ -56,13 +79,8 @@ def build(cfg: TrainConfig, device: torch.device):
     if cfg.capture == "cudagraphs" and device.type != "cuda":
         raise ConfigError(f"config key 'capture' = 'cudagraphs' needs a CUDA device; this run's device is {device}")
     torch.manual_seed(cfg.seed)
-    agent = CurlSacAgent(env.observation_space.shape, env.action_space.shape[0], agent_config(cfg),
-                         device=device, seed=cfg.seed)
-    if cfg.encoder_init or cfg.freeze_conv:
-        from curlrl.encoder import PixelEncoder
-        state = PixelEncoder.from_pretrained(cfg.encoder_init, **agent.encoder.config()).state_dict() \
-            if cfg.encoder_init else None
-        agent.init_encoder(state, freeze_conv=cfg.freeze_conv)
+    agent = build_agent(cfg, env.observation_space.shape, env.action_space.shape[0], device,
+                        from_checkpoint=from_checkpoint)
     return env, eval_env, agent
 
 
@@ -118,42 +136,6 @@ def _set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def cpu_busy_fraction(seconds: float = 0.25) -> float | None:
-    """Fraction of all cores busy over the next ``seconds`` (from /proc/stat; None elsewhere)."""
-    def sample() -> tuple[int, int]:
-        with open("/proc/stat") as fh:
-            ticks = [int(v) for v in fh.readline().split()[1:]]
-        return sum(ticks), ticks[3] + (ticks[4] if len(ticks) > 4 else 0)  # total, idle + iowait
-    try:
-        total0, idle0 = sample()
-        time.sleep(seconds)
-        total1, idle1 = sample()
-    except (OSError, ValueError, IndexError):
-        return None
-    return 1.0 - (idle1 - idle0) / max(total1 - total0, 1)
-
-
-def warn_if_cpu_busy() -> None:
-    """One line on stderr when other processes already load the CPU that torch will use whole.
-
-    Two runs with all-core thread pools on the same cores slowed each other ~4x here (not 2x).
-    The 1-minute load average lags (a run that just ended still counts), so the CPU's use
-    right now must agree.
-    """
-    cores = os.cpu_count() or 1
-    try:
-        load = os.getloadavg()[0]
-    except OSError:
-        return
-    if load < 0.75 * cores:
-        return
-    busy = cpu_busy_fraction()
-    if busy is None or busy >= 0.5:
-        print(f"curlrl: the CPU is already busy (load {load:.1f} on {cores} cores) and this run will use "
-              f"all {cores} cores: concurrent runs slow each other more than in proportion; give each "
-              f"run its share, e.g. threads={max(1, cores // 2)}", file=sys.stderr)
-
-
 class Trainer:
     """Owns one run: env, agent, replay, logs and checkpoints in ``run_dir``."""
 
@@ -164,7 +146,7 @@ class Trainer:
         self.device = resolve_device(cfg.device)
         random.seed(cfg.seed)
         np.random.seed(cfg.seed)
-        self.env, self.eval_env, self.agent = build(cfg, self.device)
+        self.env, self.eval_env, self.agent = build(cfg, self.device, from_checkpoint=resume)
         self.replay = build_replay(cfg, self.device, self.env.action_space.shape[0])
         self.action_rng = np.random.default_rng(cfg.seed)
         self.env_step = self.episode = 0
@@ -186,7 +168,7 @@ class Trainer:
         # checkpoint) gets its one error line whatever the machine's load.
         if self.device.type == "cpu" and not quiet:
             if not cfg.threads:
-                warn_if_cpu_busy()
+                host.warn_if_cpu_busy()
             if cfg.amp == "bf16":
                 print("curlrl: amp=bf16 is meant for GPUs; on a CPU without native bfloat16 the convs are "
                       "much slower (benchmarks/README.md)", file=sys.stderr)

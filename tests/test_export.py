@@ -160,6 +160,41 @@ def test_train_build_loads_the_export_and_resumes(pretrain_export, tmp_path):
     resumed.close()
 
 
+def test_resume_and_eval_do_not_read_a_moved_export(pretrain_export, tmp_path, monkeypatch):
+    """Once a run has a checkpoint, its weights come from there: the export may be gone."""
+    import shutil
+
+    from curlrl import train as train_mod
+
+    export = tmp_path / "enc.safetensors"
+    shutil.copy(pretrain_export[1], export)
+    run = tmp_path / "run"
+    overrides = offline_data.TRAIN_SMALL + [f"encoder_init={export}", "freeze_conv=true", "eval_episodes=0"]
+    assert main(["train", offline_data.TASK, *overrides, "--run-dir", str(run)]) == 0
+    export.unlink()
+    assert main(["train", "--resume", "--run-dir", str(run), "env_steps=80"]) == 0
+    saved = safe_load(run / "checkpoints" / "latest.pt")
+    assert saved["counters"]["env_step"] == 80
+
+    seen = {}
+    real_evaluate = train_mod.evaluate
+
+    def spy(agent, *args, **kwargs):
+        seen["agent"] = agent
+        return real_evaluate(agent, *args, **kwargs)
+
+    monkeypatch.setattr(train_mod, "evaluate", spy)
+    assert main(["eval", str(run), "--episodes", "1", "--no-video"]) == 0
+    agent = seen["agent"]
+    for name, module in agent.modules().items():
+        for k, v in saved["agent"]["modules"][name].items():
+            torch.testing.assert_close(module.state_dict()[k], v, rtol=0, atol=0, msg=f"{name}.{k}")
+    assert not agent.encoder.conv.net[0].weight.requires_grad  # freeze_conv still applies
+    # the frozen conv is still the (now deleted) export's
+    torch.testing.assert_close(agent.encoder.conv.net[0].weight,
+                               PixelEncoder.from_pretrained(pretrain_export[1]).conv.net[0].weight, rtol=0, atol=0)
+
+
 def test_train_with_an_export_of_another_shape_is_one_line(pretrain_export, tmp_path, capsys):
     run = tmp_path / "run"
     rc = main(["train", "cartpole-swingup", f"encoder_init={pretrain_export[1]}", "image_size=64", "crop_size=60",

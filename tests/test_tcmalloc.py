@@ -6,16 +6,16 @@ from ctypes.util import find_library
 
 import pytest
 
-from curlrl import cli
+from curlrl import cli, host
 from conftest import HANG_TIMEOUT_S
 
 
 @pytest.fixture
 def execs(monkeypatch):
     calls = []
-    monkeypatch.setattr(cli.os, "execve", lambda path, argv, env: calls.append((path, argv, env)))
+    monkeypatch.setattr(host.os, "execve", lambda path, argv, env: calls.append((path, argv, env)))
     monkeypatch.setattr("ctypes.util.find_library", lambda name: f"lib{name}.so.4" if name == "tcmalloc_minimal" else None)
-    monkeypatch.setattr(cli.sys, "orig_argv", ["python", "-m", "curlrl.cli", "train", "cartpole-swingup"])
+    monkeypatch.setattr(host.sys, "orig_argv", ["python", "-m", "curlrl.cli", "train", "cartpole-swingup"])
     monkeypatch.delenv("LD_PRELOAD", raising=False)
     monkeypatch.delenv("CURLRL_TCMALLOC", raising=False)
     return calls

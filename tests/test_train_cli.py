@@ -162,11 +162,11 @@ def test_existing_run_is_not_overwritten(full_run):
 def test_mistakes_are_found_before_any_load_advice(overrides, resume, error, tmp_path, monkeypatch):
     """The busy-CPU advice comes only once nothing can fail, so a mistake's one line stands alone
     on a loaded machine too (here the machine is made to look busy, whatever its real load)."""
-    from curlrl import config as config_mod, train
+    from curlrl import config as config_mod, host, train
     from curlrl.errors import CurlrlError
 
     advice = []
-    monkeypatch.setattr(train, "warn_if_cpu_busy", lambda: advice.append("busy"))
+    monkeypatch.setattr(host, "warn_if_cpu_busy", lambda: advice.append("busy"))
     cfg = config_mod.resolve(None, overrides=["threads=0", "device=cpu", *overrides])
     with pytest.raises(CurlrlError, match=error):
         train.Trainer(cfg, tmp_path / "run", resume=resume)
