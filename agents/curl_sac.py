@@ -29,9 +29,9 @@ Encoder optimizer state (``encoder_adam``):
     per_loss (variant): as reference, but the CURL state steps at 1 × encoder_lr (half the
         reference's CURL step) and the critic's encoder state at encoder_lr.
     shared (variant): one Adam state on the encoder for both gradients. The critic gradient
-        on the encoder is ~7x the CURL gradient at 20k env steps and ~30x at 100k
-        (benchmarks/grad_scale.py), so the CURL step is divided by the critic's second
-        moment and moves the encoder ~1/7 to ~1/30 as far as the critic's step.
+        on the encoder is several to tens of times the CURL gradient (benchmarks/grad_scale.py;
+        figures in benchmarks/README.md), so the CURL step is divided by the critic's second
+        moment and moves the encoder that much less far than the critic's step.
 
 Update modes:
     exact (default): the sequence above with redundant passes shared where the math is
@@ -41,7 +41,7 @@ Update modes:
         the same size: no extra FLOPs).
     fused (variant, needs encoder_adam=shared): the CURL loss uses the critic pass's anchor
         features and keys from before the EMA, and is summed with the critic loss into one
-        backward; every parameter is stepped once per update. 1.4x fewer FLOPs, but the
+        backward; every parameter is stepped once per update. Fewer FLOPs, but the
         encoder takes one Adam step per update instead of two, and it learned more slowly
         per env step in our cartpole runs (benchmarks/README.md).
 """
@@ -93,7 +93,7 @@ class AgentConfig:
     log_std_min: float = -10.0       # actor log-std range
     log_std_max: float = 2.0
     curl: bool = True                # contrastive auxiliary loss; false = pixel SAC + crop (RAD-like)
-    update_mode: str = "exact"       # "exact" (the reference's update) or "fused" (1.4x faster variant)
+    update_mode: str = "exact"       # "exact" (the reference's update) or "fused" (faster variant)
     encoder_adam: str = "reference"  # Adam states on the encoder: "reference" (default), "per_loss",
                                      # "shared" (variants); see the module docstring
     channels_last: bool = True       # NHWC conv memory layout (faster on CPU)
