@@ -74,10 +74,10 @@ def build(cfg: TrainConfig, device: torch.device, from_checkpoint: bool = False)
     """
     from curlrl.envs import make_env
 
+    if cfg.capture == "cudagraphs" and device.type != "cuda":  # before the envs are built
+        raise ConfigError(f"config key 'capture' = 'cudagraphs' needs a CUDA device; this run's device is {device}")
     env = make_env(cfg.task, cfg.image_size, cfg.action_repeat, cfg.frame_stack, seed=cfg.seed)
     eval_env = make_env(cfg.task, cfg.image_size, cfg.action_repeat, cfg.frame_stack, seed=cfg.seed + 10_000)
-    if cfg.capture == "cudagraphs" and device.type != "cuda":
-        raise ConfigError(f"config key 'capture' = 'cudagraphs' needs a CUDA device; this run's device is {device}")
     torch.manual_seed(cfg.seed)
     agent = build_agent(cfg, env.observation_space.shape, env.action_space.shape[0], device,
                         from_checkpoint=from_checkpoint)
