@@ -23,10 +23,10 @@ import torch
 import torch.nn.functional as F
 
 from curlrl import ReplayBuffer
-from curlrl import config as config_mod
+from curlrl.jobs import config as config_mod
 from curlrl.checkpoint import safe_load
 from curlrl.errors import CurlrlError
-from curlrl.train import build
+from curlrl.jobs.train import build
 
 
 def main() -> None:

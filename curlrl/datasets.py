@@ -27,7 +27,7 @@ import numpy as np
 
 from curlrl.checkpoint import atomic_write_text
 from curlrl.errors import ConfigError, DatasetError
-from curlrl.progress import progress_bar
+from curlrl.jobs.progress import progress_bar
 
 MANIFEST = "manifest.json"
 KEYS = ("pixels", "state", "action", "reward")
@@ -71,7 +71,7 @@ def collect(task: str, episodes: int, out: str | Path, policy: str = "random", i
     agent acts with sampled actions on frame stacks; its image size, action repeat and
     frame stack are used (passing other values is an error). Returns the manifest.
     """
-    from curlrl import config as config_mod
+    from curlrl.jobs import config as config_mod
     from curlrl.envs import make_env
 
     if episodes < 1:
@@ -131,7 +131,7 @@ def collect(task: str, episodes: int, out: str | Path, policy: str = "random", i
 
 def _policy_config(run_dir: str, task: str, image_size: int | None, action_repeat: int | None):
     """The TrainConfig of a train run used as the collecting policy (checked against the task)."""
-    from curlrl import config as config_mod
+    from curlrl.jobs import config as config_mod
 
     cfg_path = Path(run_dir) / "config.yaml"
     if not cfg_path.is_file():
@@ -152,7 +152,7 @@ def _policy_agent(run_dir: str, cfg, env):
 
     from curlrl.checkpoint import safe_load
     from curlrl.errors import CheckpointError
-    from curlrl.train import build_agent
+    from curlrl.jobs.train import build_agent
 
     path = Path(run_dir) / "checkpoints" / "latest.pt"
     state = safe_load(path)

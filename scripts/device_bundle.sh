@@ -36,7 +36,7 @@ WHEELS=(
   farama-notifications==0.0.6
   lz4==4.4.5              # curlrl's replay_compress on the CPU
   arch==7.2.0             # rliable's bootstrap (rliable 1.2.0 needs arch < 8: arch 8 refuses its random_state)
-  submitit==1.5.4         # curlrl.bench imports it
+  submitit==1.5.4         # curlrl.jobs.bench imports it
 )
 SDISTS=(rliable==1.2.0)   # no wheel on PyPI: built here (pure Python)
 # arch 7 fails to import under pandas 3 (and the device's pandas version is not recorded): the

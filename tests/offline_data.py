@@ -27,7 +27,7 @@ def shared(tmp_path_factory, name: str = "cartpole") -> Path:
 
 def pretrained(tmp_path_factory, data: Path, steps: int = 250) -> Path:
     """A pretrain run on ``data`` (small encoder, augment positives), made once per session."""
-    from curlrl.pretrain import pretrain, resolve
+    from curlrl.jobs.pretrain import pretrain, resolve
 
     run = tmp_path_factory.getbasetemp() / f"pretrain-{steps}"
     if not (run / "checkpoints" / "latest.pt").exists():
@@ -38,8 +38,8 @@ def pretrained(tmp_path_factory, data: Path, steps: int = 250) -> Path:
 
 def train_run(tmp_path_factory) -> Path:
     """A real (tiny) ``curlrl train`` run dir: 2 random-action agent steps, 2 evaluation episodes, a checkpoint."""
-    from curlrl import config as config_mod
-    from curlrl.train import train
+    from curlrl.jobs import config as config_mod
+    from curlrl.jobs.train import train
 
     run = tmp_path_factory.getbasetemp() / "train-run"
     if not (run / "checkpoints" / "latest.pt").exists():

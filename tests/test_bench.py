@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from curlrl import bench
+from curlrl.jobs import bench
 from curlrl.cli import main
 from curlrl.errors import ConfigError
 

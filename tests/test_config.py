@@ -1,7 +1,7 @@
 """Config layering and validation: every mistake names its key."""
 import pytest
 
-from curlrl.config import TrainConfig, parse_overrides, resolve
+from curlrl.jobs.config import TrainConfig, parse_overrides, resolve
 from curlrl.errors import ConfigError
 
 

@@ -1,7 +1,7 @@
 """Console output: progress lines in a log file, a redrawn bar on a terminal."""
 import io
 
-from curlrl.progress import progress_bar
+from curlrl.jobs.progress import progress_bar
 
 
 class _Terminal(io.StringIO):

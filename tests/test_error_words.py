@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import pytest
 
-from curlrl import bench, datasets, evaluate, export, probe, report
+from curlrl import datasets
+from curlrl.jobs import bench, evaluate, export, probe, report
 from curlrl.cli import main
 from curlrl.errors import CurlrlError
 

@@ -9,7 +9,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from curlrl import config as config_mod
+from curlrl.jobs import config as config_mod
 from curlrl.agents.curl_sac import AgentConfig, CurlSacAgent
 from curlrl.checkpoint import safe_load
 from curlrl.cli import main
@@ -33,7 +33,7 @@ def train_run(tmp_path_factory):
 @pytest.fixture(scope="session")
 def pretrain_export(tmp_path_factory, dataset):
     """A short pretrain run (shape of the tiny train run: 9x56x56, 2 layers, 16 filters), exported."""
-    from curlrl.pretrain import pretrain, resolve
+    from curlrl.jobs.pretrain import pretrain, resolve
 
     run = tmp_path_factory.mktemp("pt")
     pretrain(resolve(str(dataset), offline_data.SMALL + ["steps=3", "batch_size=16"]), run, quiet=True)
@@ -142,7 +142,7 @@ def test_unfrozen_init_trains_the_conv(pretrain_export):
 
 
 def test_train_build_loads_the_export_and_resumes(pretrain_export, tmp_path):
-    from curlrl.train import Trainer
+    from curlrl.jobs.train import Trainer
 
     overrides = offline_data.TRAIN_SMALL + [f"encoder_init={pretrain_export[1]}", "freeze_conv=true",
                                             "eval_episodes=0", "eval_every=1000", "env_steps=1000",
@@ -164,7 +164,7 @@ def test_resume_and_eval_do_not_read_a_moved_export(pretrain_export, tmp_path, m
     """Once a run has a checkpoint, its weights come from there: the export may be gone."""
     import shutil
 
-    from curlrl import train as train_mod
+    from curlrl.jobs import train as train_mod
 
     export = tmp_path / "enc.safetensors"
     shutil.copy(pretrain_export[1], export)

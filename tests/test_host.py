@@ -3,7 +3,7 @@ import sys
 
 import pytest
 
-from curlrl import bench, host
+from curlrl.jobs import bench, host
 
 
 @pytest.mark.parametrize("affinity,slurm,expected", [

@@ -21,7 +21,7 @@ def test_core_imports_without_gymnasium_dm_control_or_agents():
     _run(BLOCK.format(blocked={"gymnasium", "dm_control", "mujoco"}) + """
 import curlrl
 from curlrl import PixelEncoder, CurlHead, random_crop, center_crop, ema_update, ReplayBuffer
-assert not any(m.startswith(('curlrl.agents', 'curlrl.envs')) for m in sys.modules), sorted(sys.modules)
+assert not any(m.startswith(('curlrl.agents', 'curlrl.envs', 'curlrl.jobs', 'curlrl.cli')) for m in sys.modules), sorted(sys.modules)
 """)
 
 
@@ -53,11 +53,11 @@ def test_wheel_only_installs_the_curlrl_package(tmp_path):
                           str(wheel)], capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     code = ("import sys, importlib.util; sys.path.insert(0, %r)\n"
-            "import curlrl, curlrl.agents, curlrl.config\n"
+            "import curlrl, curlrl.agents, curlrl.jobs.config\n"
             "assert curlrl.__file__.startswith(%r), curlrl.__file__\n"
             "assert curlrl.agents.__file__.startswith(%r)\n"
             "assert importlib.util.find_spec('agents') is None and importlib.util.find_spec('envs') is None\n"
-            "assert curlrl.config.task_config('cartpole-swingup')['action_repeat'] == 8\n") % (
+            "assert curlrl.jobs.config.task_config('cartpole-swingup')['action_repeat'] == 8\n") % (
                 str(target), str(target), str(target))
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
     assert res.returncode == 0, res.stderr

@@ -10,11 +10,11 @@ import curlrl.augment
 import curlrl.contrastive
 import curlrl.ema
 import curlrl.encoder
-from curlrl import pretrain as pretrain_mod
+from curlrl.jobs import pretrain as pretrain_mod
 from curlrl.checkpoint import safe_load
 from curlrl.cli import main
 from curlrl.errors import ConfigError
-from curlrl.pretrain import Pretrainer, PretrainConfig, pretrain, resolve
+from curlrl.jobs.pretrain import Pretrainer, PretrainConfig, pretrain, resolve
 
 import offline_data
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from curlrl.cli import main
-from curlrl.probe import knn_r2, ridge_r2, run_probe
+from curlrl.jobs.probe import knn_r2, ridge_r2, run_probe
 
 import offline_data
 

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import yaml
 
-from curlrl import config as config_mod
-from curlrl import report
+from curlrl.jobs import config as config_mod
+from curlrl.jobs import report
 from curlrl.cli import main
-from curlrl.published import PLANET_TASKS, PUBLISHED, published
-from curlrl.runlog import EVAL_COLUMNS
+from curlrl.jobs.published import PLANET_TASKS, PUBLISHED, published
+from curlrl.jobs.rundir import EVAL_COLUMNS
 
 # returns per eval episode: algorithm -> task -> seed -> {env_step: [episode returns]}
 CURL = {

@@ -6,7 +6,8 @@ from ctypes.util import find_library
 
 import pytest
 
-from curlrl import cli, host
+from curlrl import cli
+from curlrl.jobs import host
 from conftest import HANG_TIMEOUT_S
 
 

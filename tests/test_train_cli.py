@@ -162,7 +162,7 @@ def test_existing_run_is_not_overwritten(full_run):
 def test_mistakes_are_found_before_any_load_advice(overrides, resume, error, tmp_path, monkeypatch):
     """The busy-CPU advice comes only once nothing can fail, so a mistake's one line stands alone
     on a loaded machine too (here the machine is made to look busy, whatever its real load)."""
-    from curlrl import config as config_mod, host, train
+    from curlrl.jobs import config as config_mod, host, train
     from curlrl.errors import CurlrlError
 
     advice = []

@@ -115,3 +115,16 @@ def reexec_with_tcmalloc() -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)
+
+
+def resolve_device(name: str) -> "torch.device":
+    """The torch device of a config's ``device`` value ("auto": CUDA when visible, else CPU)."""
+    import torch
+
+    from curlrl.errors import ConfigError
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"config key 'device' is {name!r} but no CUDA device is available")
+    return torch.device(name)

@@ -28,10 +28,10 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 
-from curlrl import config as config_mod
+from curlrl.jobs import config as config_mod
 from curlrl.errors import ConfigError, CurlrlError
-from curlrl.host import usable_cpus
-from curlrl.published import PLANET_TASKS
+from curlrl.jobs.host import usable_cpus
+from curlrl.jobs.published import PLANET_TASKS
 
 try:  # submitit re-queues a Checkpointable job after a SLURM timeout or preemption
     from submitit.helpers import Checkpointable as _Checkpointable

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from curlrl import config as config_mod
+from curlrl.jobs import config as config_mod
 from curlrl.checkpoint import safe_load
 from curlrl.errors import CheckpointError, ConfigError
 
@@ -17,7 +17,7 @@ def evaluate_run(run_dir: str | Path, episodes: int = 10, video: bool = True, de
     Writes ``run_dir/videos/final_eval_<env_step>.mp4`` and appends nothing to eval.csv
     (that file holds the training-time evaluations only).
     """
-    from curlrl.train import build, evaluate, resolve_device
+    from curlrl.jobs.train import build, evaluate, resolve_device
 
     run_dir = Path(run_dir)
     cfg_path = run_dir / "config.yaml"

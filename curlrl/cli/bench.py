@@ -9,7 +9,7 @@ from curlrl.errors import ConfigError
 
 def _check_bench_flags(args: argparse.Namespace, tasks: list[str], overrides: list[str]) -> None:
     """Mistakes in ``curlrl bench``'s flags, worded as flags (the library names its arguments)."""
-    from curlrl import config as config_mod
+    from curlrl.jobs import config as config_mod
 
     for flag, value in (("--seeds", args.seeds), ("--workers", args.workers), ("--cpus", args.cpus)):
         if value is not None and value <= 0:
@@ -23,7 +23,7 @@ def _check_bench_flags(args: argparse.Namespace, tasks: list[str], overrides: li
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from curlrl import bench
+    from curlrl.jobs import bench
 
     tasks, overrides = [], list(args.overrides or [])
     for item in args.tasks or []:  # `--tasks a b key=v`: argparse hands key=v to --tasks
@@ -57,7 +57,7 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from curlrl.report import make_report
+    from curlrl.jobs.report import make_report
 
     try:
         steps = [int(float(s)) for s in args.steps.split(",") if s.strip()]

@@ -20,9 +20,9 @@ def _collect(args: argparse.Namespace) -> int:
 
 
 def _pretrain(args: argparse.Namespace) -> int:
-    from curlrl import config as config_mod
+    from curlrl.jobs import config as config_mod
     from curlrl.errors import ConfigError
-    from curlrl.pretrain import pretrain, resolve
+    from curlrl.jobs.pretrain import pretrain, resolve
 
     data_dir, overrides = args.data_dir, list(args.overrides or [])
     if data_dir and "=" in data_dir and not Path(data_dir).exists():  # `pretrain --resume --run-dir X steps=9`
@@ -45,7 +45,7 @@ def _pretrain(args: argparse.Namespace) -> int:
 
 def _probe(args: argparse.Namespace) -> int:
     from curlrl.errors import ConfigError
-    from curlrl.probe import run_probe
+    from curlrl.jobs.probe import run_probe
 
     if args.knn_k < 1:
         raise ConfigError(f"--knn-k must be >= 1, got {args.knn_k}")
@@ -59,7 +59,7 @@ def _probe(args: argparse.Namespace) -> int:
 
 def _export(args: argparse.Namespace) -> int:
     from curlrl.errors import ConfigError
-    from curlrl.export import export_encoder
+    from curlrl.jobs.export import export_encoder
 
     if not args.out.endswith(".safetensors"):
         raise ConfigError(f"--out {args.out} must end in .safetensors")
@@ -85,7 +85,7 @@ def register(sub) -> None:
 
     p = sub.add_parser("pretrain", help="contrastive (CURL/ATC) pretraining of the encoder on a dataset",
                        description="Example: curlrl pretrain data/cartpole steps=2000 batch_size=128 "
-                                   "--run-dir runs/pretrain/cartpole. Keys: see curlrl.pretrain.PretrainConfig.")
+                                   "--run-dir runs/pretrain/cartpole. Keys: see curlrl.jobs.pretrain.PretrainConfig.")
     p.add_argument("data_dir", nargs="?", help="dataset folder (optional with --resume)")
     p.add_argument("overrides", nargs="*", help="config overrides key=value (steps, batch_size, positive, ...)")
     p.add_argument("--run-dir", required=True)

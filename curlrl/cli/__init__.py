@@ -8,23 +8,23 @@ from pathlib import Path
 
 # Modules that add subcommands: each defines register(subparsers), whose parsers set
 # `func` (a callable taking the parsed args and returning an exit code).
-EXTRA_COMMANDS: tuple[str, ...] = ("curlrl.offline_cli", "curlrl.bench_cli")
+EXTRA_COMMANDS: tuple[str, ...] = ("curlrl.cli.offline", "curlrl.cli.bench")
 # Commands that run updates: worth restarting under tcmalloc (see _use_tcmalloc).
 TRAINING_COMMANDS = ("train", "bench", "pretrain")
 
 
 def _use_tcmalloc(command: str) -> None:
-    """Restart a training command under tcmalloc (:func:`curlrl.host.reexec_with_tcmalloc`)."""
+    """Restart a training command under tcmalloc (:func:`curlrl.jobs.host.reexec_with_tcmalloc`)."""
     if command in TRAINING_COMMANDS:
-        from curlrl.host import reexec_with_tcmalloc
+        from curlrl.jobs.host import reexec_with_tcmalloc
 
         reexec_with_tcmalloc()
 
 
 def _train(args: argparse.Namespace) -> int:
-    from curlrl import config as config_mod
+    from curlrl.jobs import config as config_mod
     from curlrl.errors import ConfigError
-    from curlrl.train import train
+    from curlrl.jobs.train import train
 
     if args.resume:
         if not args.run_dir:
@@ -48,7 +48,7 @@ def _config(args: argparse.Namespace) -> int:
 
     import yaml
 
-    from curlrl import config as config_mod
+    from curlrl.jobs import config as config_mod
 
     cfg = config_mod.resolve(args.task, args.config, args.overrides)
     print(yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False), end="")
@@ -57,7 +57,7 @@ def _config(args: argparse.Namespace) -> int:
 
 def _eval(args: argparse.Namespace) -> int:
     from curlrl.errors import ConfigError
-    from curlrl.evaluate import evaluate_run
+    from curlrl.jobs.evaluate import evaluate_run
 
     if args.episodes < 1:
         raise ConfigError(f"--episodes must be >= 1, got {args.episodes}")
@@ -130,6 +130,3 @@ def main(argv: list[str] | None = None) -> int:
         print("curlrl: interrupted; resume with --resume --run-dir (last checkpoint kept)", file=sys.stderr)
         return 130
 
-
-if __name__ == "__main__":
-    sys.exit(main())

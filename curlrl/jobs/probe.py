@@ -111,7 +111,7 @@ def contrastive_accuracy(encoder, key_encoder, head, data, index: np.ndarray, ba
 
 def probe(loaded, data, holdout: float = 0.2, split_seed: int = 0, ridge_alpha: float | None = None,
           knn_k: int = 5) -> dict:
-    """All probe metrics of one encoder (a :class:`curlrl.export.LoadedEncoder`) on ``data``."""
+    """All probe metrics of one encoder (a :class:`curlrl.jobs.export.LoadedEncoder`) on ``data``."""
     from curlrl.datasets import split_episodes
 
     enc = loaded.encoder.eval()
@@ -192,7 +192,7 @@ def run_probe(spec: str, data_dir: str | Path, out: str | Path | None = None, ho
     as a baseline row. Writes ``probe.json`` and ``probe.md`` in ``out``; returns the rows.
     """
     from curlrl.datasets import load_dataset
-    from curlrl.export import LoadedEncoder, load_encoder, random_encoder
+    from curlrl.jobs.export import LoadedEncoder, load_encoder, random_encoder
 
     if threads:
         torch.set_num_threads(threads)

@@ -28,18 +28,18 @@ import numpy as np
 import torch
 import yaml
 
-from curlrl import config as config_mod
+from curlrl.jobs import config as config_mod
 from curlrl.augment import random_crop
 from curlrl.checkpoint import atomic_save, atomic_write_text, safe_load
 from curlrl.contrastive import CurlHead
 from curlrl.ema import ema_update
 from curlrl.encoder import PixelEncoder
 from curlrl.errors import CheckpointError, ConfigError
-from curlrl.progress import progress_bar
-from curlrl.runlog import CsvLog, truncate_csv
+from curlrl.jobs.progress import progress_bar
+from curlrl.jobs.rundir import CsvLog, truncate_csv
 
 PRETRAIN_COLUMNS = ["step", "loss", "accuracy", "samples_per_s", "wall_s"]
-CHECKPOINT_KIND = "curlrl.pretrain/1"
+CHECKPOINT_KIND = "curlrl.jobs.pretrain/1"
 
 
 @dataclass
@@ -112,7 +112,7 @@ class Pretrainer:
 
     def __init__(self, cfg: PretrainConfig, run_dir: str | Path, resume: bool = False, quiet: bool = False) -> None:
         from curlrl.datasets import load_dataset, split_episodes
-        from curlrl.train import resolve_device
+        from curlrl.jobs.host import resolve_device
 
         self.cfg, self.run_dir, self.quiet = cfg, Path(run_dir), quiet
         if cfg.threads:

@@ -54,7 +54,7 @@ def _head(state: dict | None, feature_dim: int) -> CurlHead | None:
 
 def load_encoder(spec: str | Path, map_location: str = "cpu") -> LoadedEncoder:
     """Encoder of a train run dir, a pretrain run dir or a ``.safetensors`` export."""
-    from curlrl import config as config_mod
+    from curlrl.jobs import config as config_mod
     from curlrl.checkpoint import safe_load
 
     path = Path(spec)
@@ -72,7 +72,7 @@ def load_encoder(spec: str | Path, map_location: str = "cpu") -> LoadedEncoder:
     state = safe_load(path / "checkpoints" / "latest.pt", map_location=map_location)
     try:
         if isinstance(state, dict) and "kind" in state:  # pretrain run
-            from curlrl.pretrain import resolve as resolve_pretrain
+            from curlrl.jobs.pretrain import resolve as resolve_pretrain
             cfg = resolve_pretrain(None, base=config_mod.load_yaml(path / "config.yaml"))
             config = dict(obs_shape=(3 * cfg.frame_stack, cfg.crop_size, cfg.crop_size),
                           feature_dim=cfg.feature_dim, num_layers=cfg.num_layers, num_filters=cfg.num_filters,

@@ -23,24 +23,17 @@ import numpy as np
 import torch
 import yaml
 
-from curlrl import host
+from curlrl.jobs import host
+from curlrl.jobs.host import resolve_device
 from curlrl.agents.curl_sac import AgentConfig, CurlSacAgent
 from curlrl.checkpoint import atomic_save, atomic_write_text, safe_load
-from curlrl.config import TrainConfig
+from curlrl.jobs.config import TrainConfig
 from curlrl.errors import CheckpointError, ConfigError
-from curlrl.progress import progress_bar
+from curlrl.jobs.progress import progress_bar
 from curlrl.replay import BaseReplayBuffer, DeviceReplayBuffer, ReplayBuffer
-from curlrl.runlog import EVAL_COLUMNS, TRAIN_COLUMNS, CsvLog, truncate_csv, write_video
+from curlrl.jobs.rundir import EVAL_COLUMNS, TRAIN_COLUMNS, CsvLog, truncate_csv, write_video
 
 CHECKPOINT_VERSION = 1
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"config key 'device' is {name!r} but no CUDA device is available")
-    return torch.device(name)
 
 
 def agent_config(cfg: TrainConfig) -> AgentConfig:

@@ -21,7 +21,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from curlrl.errors import CurlrlError
-from curlrl.published import PUBLISHED, PUBLISHED_SEEDS, SOURCE, published
+from curlrl.jobs.published import PUBLISHED, PUBLISHED_SEEDS, SOURCE, published
 
 SCORE_SCALE = 1000.0          # DMC returns are in [0, 1000]
 DEFAULT_STEPS = (100_000, 500_000)
@@ -79,7 +79,7 @@ def non_paper_settings(cfg: dict[str, Any]) -> list[str]:
     config does not record (written by an older curlrl) reads ``key not recorded (paper X)``.
     No learning-relevant key is exempt; only operational keys (device, threads, env_steps,
     eval/checkpoint cadence, memory layout, ...) are ignored."""
-    from curlrl import config as config_mod
+    from curlrl.jobs import config as config_mod
 
     task = cfg.get("task")
     try:
@@ -110,7 +110,7 @@ def _read_rows(path: Path) -> list[dict[str, str]]:
 
 
 def _load_run_dir(eval_csv: Path, label: str | None, warn: list[str]) -> RunRecord | None:
-    from curlrl.config import load_yaml
+    from curlrl.jobs.config import load_yaml
 
     run_dir = eval_csv.parent
     cfg: dict[str, Any] = {}
@@ -322,7 +322,7 @@ def make_report(paths: Sequence[str | Path], out: str | Path, labels: Sequence[s
                 steps: Sequence[int] = DEFAULT_STEPS, compare_published: bool = False, reps: int = 5000,
                 seed: int = 0, export: str | Path | None = None) -> Path:
     """Write ``out/report.md`` and PNG plots for the runs under ``paths``; returns the .md path."""
-    from curlrl.published import PLANET_TASKS
+    from curlrl.jobs.published import PLANET_TASKS
 
     runs, warn = load_runs(paths, labels)
     out = Path(out)
