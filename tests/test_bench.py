@@ -8,6 +8,7 @@ is checked here too. threads=1 per run, at most 2 workers.
 from __future__ import annotations
 
 import contextlib
+import csv
 import io
 import os
 import signal
@@ -22,6 +23,7 @@ import yaml
 from curlrl.jobs import bench
 from curlrl.cli import main
 from curlrl.errors import ConfigError
+from curlrl.jobs.rundir import TRAIN_COLUMNS, RunDir
 
 TASKS = ["cartpole-swingup", "ball_in_cup-catch"]
 # Small everything: 64 px frames, 16-sample batches, one eval episode at 0, 800 and 1600.
@@ -57,7 +59,7 @@ def _eval_steps(run_dir: Path) -> list[int]:
 
 def test_local_launcher_trains_every_task_and_seed(bench_runs):
     out, results = bench_runs["out"], bench_runs["local"]
-    assert [(r["task"], r["seed"], r["outcome"]) for r in results] == \
+    assert [(r.task, r.seed, r.outcome) for r in results] == \
         [(t, s, "done") for t in TASKS for s in (0, 1)], "\n".join(bench_runs["lines"])
     for task in TASKS:
         for seed in (0, 1):
@@ -72,13 +74,13 @@ def test_local_launcher_trains_every_task_and_seed(bench_runs):
 
 def test_submitit_local_resumes_interrupted_runs(bench_runs):
     out, results = bench_runs["out"], bench_runs["submitit"]
-    assert {r["outcome"] for r in results} == {"resumed"}, "\n".join(bench_runs["lines"])
+    assert {r.outcome for r in results} == {"resumed"}, "\n".join(bench_runs["lines"])
     assert len(results) == 4
     assert (out / "submitit").is_dir()
     for task in TASKS:
         for seed in (0, 1):
             run_dir = out / "runs" / task / f"seed{seed}"
-            assert bench.checkpoint_env_step(run_dir) == 1600
+            assert RunDir(run_dir).checkpoint_env_step() == 1600
             assert _eval_steps(run_dir) == [0, 800, 1600]  # each eval once, none lost or repeated
             assert "resume from env step 800" in (out / "logs" / task / f"seed{seed}.log").read_text()
 
@@ -224,7 +226,7 @@ def test_bench_resumes_after_kill_9(tmp_path):
     run_dir = out / "runs" / "cartpole-swingup" / "seed0"
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
-        step = bench.checkpoint_env_step(run_dir) if (run_dir / "checkpoints" / "latest.pt").exists() else None
+        step = RunDir(run_dir).checkpoint_env_step() if RunDir(run_dir).has_checkpoint() else None
         if step is not None and step < 1600:
             break
         time.sleep(0.2)
@@ -242,3 +244,23 @@ def test_unknown_task_is_refused_up_front(tmp_path, capsys):
     assert main(["bench", "--tasks", "cartpole-swingup", "walker-fly", "--out", str(tmp_path / "x")]) == 2
     assert "walker-fly" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+def test_progress_line_reads_train_csv_by_header(tmp_path):
+    """The env step comes from the column named env_step, wherever it stands."""
+    cols = list(TRAIN_COLUMNS)
+    i, j = cols.index("env_step"), cols.index("agent_step")
+    cols[i], cols[j] = cols[j], cols[i]  # agent_step now stands where env_step used to
+    run_dir = tmp_path / "runs" / "cartpole-swingup" / "seed0"
+    run_dir.mkdir(parents=True)
+    rows = [dict(task="cartpole-swingup", seed=0, env_step=env_step, agent_step=env_step // 8, updates=0)
+            for env_step in (400, 800, 1200)]
+    with open(run_dir / "train.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=cols, restval="")
+        writer.writeheader()
+        writer.writerows(rows)
+    specs = [bench.RunSpec("cartpole-swingup", seed, str(tmp_path / "runs" / "cartpole-swingup" / f"seed{seed}"),
+                           str(tmp_path / f"seed{seed}.log"), [], 1600, 1, "cpu") for seed in (0, 1)]
+    assert bench.progress_line(specs) == "  running: cartpole-swingup seed0 1200/1600; cartpole-swingup seed1 0/1600"
+    assert bench.progress_line([]) == "  running: (queued)"
+

@@ -53,7 +53,7 @@ def _bench(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("curlrl bench: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
-    return 1 if any(r["outcome"] == "failed" for r in results) else 0
+    return 1 if any(r.outcome == "failed" for r in results) else 0
 
 
 def _report(args: argparse.Namespace) -> int:

@@ -1,0 +1,87 @@
+"""Benchmarks: one ``curlrl train`` per (task, seed), on this machine or through SLURM.
+
+Layout of a benchmark directory ``OUT``::
+
+    runs/<task>/seed<k>/     an ordinary run directory (config.yaml, eval.csv, checkpoints/, ...)
+    logs/<task>/seed<k>.log  stdout and stderr of every attempt at that run, appended
+    submitit/                submitit's own job files (slurm and submitit-local launchers)
+    bench.csv                the last summary table
+
+Each run is a separate ``python -m curlrl.cli train`` process, so a crash in one run
+cannot take the others down. Whether a run is finished, interrupted or new is read from
+its run directory alone (:func:`run_status`): running the same command again skips the
+finished runs, resumes the interrupted ones from their last checkpoint and starts the rest.
+
+By job: :mod:`.suite` (suites, planning), :mod:`.launch` (running the runs),
+:mod:`.results` (run status, results, the summary); :func:`run_bench` does all three.
+"""
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Sequence
+
+from curlrl.errors import ConfigError
+from curlrl.jobs.bench.launch import (LAUNCHERS, STALE_MARK, Report, SlurmOptions, TrainJob, execute,
+                                      launch_local, launch_submitit, make_executor, parse_time_min,
+                                      progress_line, terminate_children)
+from curlrl.jobs.bench.results import (SUMMARY_COLUMNS, RunResult, RunStatus, duration, run_status,
+                                       settled_result, summary_table, write_summary)
+from curlrl.jobs.bench.suite import (SUITES, RunSpec, Suite, load_suite, parse_seeds, plan,
+                                     plan_table)
+from curlrl.jobs.host import usable_cpus
+
+__all__ = ["LAUNCHERS", "STALE_MARK", "SUITES", "SUMMARY_COLUMNS", "RunResult", "RunSpec",
+           "RunStatus", "SlurmOptions", "Suite", "TrainJob", "execute", "launch_local", "launch_submitit",
+           "load_suite", "make_executor", "parse_seeds", "parse_time_min", "plan", "progress_line", "run_bench",
+           "run_status", "summary_table", "terminate_children", "write_summary"]
+
+
+def run_bench(suite: Suite, out: str | Path, overrides: Sequence[str] = (), tasks: Sequence[str] | None = None,
+              seeds: int | None = None, workers: int | None = None, launcher: str = "local",
+              slurm: SlurmOptions | None = None, report: Report = print,
+              progress_every: float = 300.0) -> list[RunResult]:
+    """Plan, launch and summarise a benchmark; returns one result per run, in plan order.
+
+    ``workers`` defaults to ``max(1, cores // 4)`` for the local launchers (so each run gets
+    a few threads) and to unlimited for slurm. A run that fails does not stop the others.
+    Mistakes in the arguments raise before anything is written.
+    """
+    if launcher not in LAUNCHERS:
+        raise ConfigError(f"launcher must be one of {', '.join(LAUNCHERS)}, got {launcher!r}")
+    if workers is not None and workers <= 0:
+        raise ConfigError(f"workers must be > 0, got {workers}")
+    out = Path(out)
+    n_workers = workers if workers is not None else (None if launcher == "slurm" else max(1, usable_cpus() // 4))
+    slurm = slurm or SlurmOptions()
+    # threads: the local launchers share this machine's cores; a SLURM job has its own CPUs
+    default_threads = slurm.cpus if launcher == "slurm" else max(1, usable_cpus() // (n_workers or 1))
+    specs = plan(suite, out, overrides, tasks, seeds, default_threads=default_threads)
+    report(plan_table(suite, specs, launcher, n_workers, out))
+    todo = [s for s in specs if s.state not in ("done", "corrupt")]
+    # finished and corrupt runs, as planned (a corrupt run's note is the checkpoint's error)
+    settled = (settled_result(s, RunStatus(s.state, s.start_step, s.note)) for s in specs)
+    results = [r for r in settled if r is not None]
+    total, counter = len(todo), [0]
+    lock = threading.Lock()
+
+    def on_result(res: RunResult) -> None:
+        with lock:
+            counter[0] += 1
+            ev = "" if res.last_eval is None else f" eval {res.last_eval:.1f}"
+            report(f"[{counter[0]}/{total}] {res.outcome:<8} {res.task} seed{res.seed} "
+                   f"env step {res.env_step}{ev} ({duration(res.seconds)})"
+                   + (f" -- log: {res.log}" if res.outcome == "failed" else ""))
+
+    if todo:
+        if launcher == "local":
+            results += launch_local(todo, n_workers or 1, on_result, report, progress_every)
+        else:
+            executor = make_executor(launcher, out / "submitit", todo[0].threads, slurm)
+            results += launch_submitit(todo, executor, n_workers, on_result, report,
+                                       poll_s=1.0 if launcher != "slurm" else 15.0, progress_every=progress_every)
+    order = {(s.task, s.seed): i for i, s in enumerate(specs)}
+    results.sort(key=lambda r: order[(r.task, r.seed)])
+    write_summary(results, out / "bench.csv")
+    report(summary_table(results))
+    return results

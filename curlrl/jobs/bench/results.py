@@ -1,0 +1,119 @@
+"""What became of each run: its status read from the run directory, the typed result of an
+attempt, and the summary (table on the terminal, ``bench.csv`` on disk)."""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from curlrl.errors import CheckpointError
+from curlrl.jobs.rundir import RunDir
+
+if TYPE_CHECKING:
+    from curlrl.jobs.bench.suite import RunSpec
+
+
+@dataclass
+class RunStatus:
+    """What the run directory says: ``new`` (no checkpoint), ``partial`` (checkpoint below the
+    budget: resume it), ``done`` (checkpoint at or past the budget) or ``corrupt``."""
+
+    state: str
+    env_step: int = 0
+    message: str = ""
+
+
+def run_status(run_dir: str | Path, env_steps: int) -> RunStatus:
+    """Classify ``run_dir`` against a budget of ``env_steps`` environment steps."""
+    try:
+        step = RunDir(run_dir).checkpoint_env_step()
+    except CheckpointError as exc:
+        return RunStatus("corrupt", 0, str(exc))
+    if step is None:
+        return RunStatus("new")
+    return RunStatus("done" if step >= env_steps else "partial", step)
+
+
+@dataclass
+class RunResult:
+    """One run's outcome in one bench invocation: ``done`` (trained to the budget from the
+    start), ``resumed`` (from a checkpoint to the budget), ``skipped`` (already finished) or
+    ``failed`` (``message`` says why, ``log`` holds the run's output)."""
+
+    task: str
+    seed: int
+    outcome: str
+    env_step: int = 0                    # the checkpoint's env step after the attempt
+    last_eval: float | None = None       # mean return of the last evaluation
+    seconds: float = 0.0                 # wall time of this attempt
+    log: str = ""
+    message: str = ""
+    run_dir: str = ""
+    returncode: int | None = None        # of the `curlrl train` process; None if none ran
+    last_eval_step: int | None = None    # env step of ``last_eval``
+
+    @classmethod
+    def of(cls, spec: RunSpec, outcome: str, **fields) -> RunResult:
+        """A result for ``spec``'s run (task, seed, run dir and log taken from it)."""
+        return cls(spec.task, spec.seed, outcome, run_dir=spec.run_dir, log=spec.log_path, **fields)
+
+    def read_eval(self) -> RunResult:
+        """Fill ``last_eval`` and ``last_eval_step`` from the run directory's eval log; returns self."""
+        ev = RunDir(self.run_dir).last_eval()
+        if ev is not None:
+            self.last_eval_step, self.last_eval = ev
+        return self
+
+
+def settled_result(spec: RunSpec, status: RunStatus) -> RunResult | None:
+    """The result of a run that is not to be launched: finished (``skipped``) or corrupt
+    (``failed``); None for a run to start or resume."""
+    if status.state == "done":
+        return RunResult.of(spec, "skipped", env_step=status.env_step).read_eval()
+    if status.state == "corrupt":
+        return RunResult.of(spec, "failed", message=f"{status.message}; move the run dir away to restart it")
+    return None
+
+
+SUMMARY_COLUMNS = ["task", "seed", "outcome", "env_step", "last_eval", "seconds", "log", "message"]
+
+
+def summary_table(results: list[RunResult]) -> str:
+    """Fixed-width table: task, seed, outcome, env step, last eval, time, log; then one
+    line per failure and a count of outcomes."""
+    header = ["task", "seed", "result", "env steps", "last eval", "time", "log"]
+    rows = [[r.task, str(r.seed), r.outcome, str(r.env_step), "-" if r.last_eval is None else f"{r.last_eval:.1f}",
+             duration(r.seconds) if r.seconds else "-", r.log] for r in results]
+    widths = [max(len(h), *(len(row[i]) for row in rows)) if rows else len(h) for i, h in enumerate(header)]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+    lines = [fmt.format(*header), fmt.format(*("-" * w for w in widths))] + [fmt.format(*row) for row in rows]
+    counts = {k: sum(r.outcome == k for r in results) for k in ("done", "resumed", "skipped", "failed")}
+    lines.append(f"curlrl bench: {len(results)} runs: {counts['done']} done, {counts['resumed']} resumed, "
+                 f"{counts['skipped']} already finished, {counts['failed']} failed")
+    for r in results:
+        if r.outcome == "failed":
+            lines.append(f"FAILED {r.task} seed{r.seed}: {r.message} (log: {r.log})")
+    return "\n".join(lines)
+
+
+def duration(seconds: float) -> str:
+    """``42s``, ``17m`` or ``3.5h``."""
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}m"
+    return f"{seconds / 3600:.1f}h"
+
+
+def write_summary(results: list[RunResult], path: Path) -> None:
+    """``bench.csv``: the summary table of the last invocation (atomic rewrite)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=SUMMARY_COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(dataclasses.asdict(r) for r in results)
+    os.replace(tmp, path)
