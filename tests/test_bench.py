@@ -264,3 +264,17 @@ def test_progress_line_reads_train_csv_by_header(tmp_path):
     assert bench.progress_line(specs) == "  running: cartpole-swingup seed0 1200/1600; cartpole-swingup seed1 0/1600"
     assert bench.progress_line([]) == "  running: (queued)"
 
+
+def test_argument_mistakes_name_the_flag_only_in_the_cli(tmp_path, capsys):
+    with pytest.raises(bench.ArgumentError) as info:
+        bench.SlurmOptions(cpus=0)
+    assert (info.value.argument, str(info.value)) == ("cpus", "cpus must be > 0, got 0")
+    assert main(["bench", "--out", str(tmp_path / "x"), "--cpus", "0"]) == 2
+    assert "--cpus must be > 0, got 0" in capsys.readouterr().err
+    # seeds from a suite file are the file's mistake, not --seeds'
+    path = tmp_path / "suite.yaml"
+    path.write_text("tasks: [cartpole-swingup]\nenv_steps: 1000\nseeds: 0\n")
+    assert main(["bench", "--out", str(tmp_path / "x"), "--suite", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert f"suite file {path}: the number of seeds must be > 0" in err and "--seeds" not in err
+    assert not (tmp_path / "x").exists()

@@ -7,19 +7,8 @@ import sys
 from curlrl.errors import ConfigError
 
 
-def _check_bench_flags(args: argparse.Namespace, tasks: list[str], overrides: list[str]) -> None:
-    """Mistakes in ``curlrl bench``'s flags, worded as flags (the library names its arguments)."""
-    from curlrl.jobs import config as config_mod
-
-    for flag, value in (("--seeds", args.seeds), ("--workers", args.workers), ("--cpus", args.cpus)):
-        if value is not None and value <= 0:
-            raise ConfigError(f"{flag} must be > 0, got {value}")
-    if len(set(tasks)) != len(tasks):
-        raise ConfigError(f"--tasks lists a task twice: {tasks}")
-    given = config_mod.parse_overrides(overrides)
-    for key, flag in (("seed", "--seeds"), ("task", "--tasks")):
-        if key in given:
-            raise ConfigError(f"bench sets {key!r} itself: use {flag} (or the suite file) instead of {key}=")
+# The options that stand for run_bench's arguments (their checks live in the library).
+_OPTIONS = {"seeds": "--seeds", "tasks": "--tasks", "workers": "--workers", "cpus": "--cpus"}
 
 
 def _bench(args: argparse.Namespace) -> int:
@@ -37,19 +26,22 @@ def _bench(args: argparse.Namespace) -> int:
         if not sep or not key:
             raise ConfigError(f"--slurm-opt {item!r} is not of the form key=value (e.g. exclude=node3)")
         extra[key] = value
-    _check_bench_flags(args, tasks, overrides)
     try:
         time_min = bench.parse_time_min(args.time)
     except ConfigError as exc:
         raise ConfigError(f"--time: {exc}") from None
-    slurm = bench.SlurmOptions(partition=args.partition, time_min=time_min,
-                               gpus=args.gpus, cpus=args.cpus, mem_gb=args.mem_gb, account=args.account,
-                               qos=args.qos, constraint=args.constraint, extra=extra)
     suite = bench.load_suite(args.suite)
     try:
+        slurm = bench.SlurmOptions(partition=args.partition, time_min=time_min,
+                                   gpus=args.gpus, cpus=args.cpus, mem_gb=args.mem_gb, account=args.account,
+                                   qos=args.qos, constraint=args.constraint, extra=extra)
         results = bench.run_bench(suite, args.out, overrides, tasks or None, args.seeds, args.workers, args.launcher,
                                   slurm, report=lambda line: print(line, flush=True),
                                   progress_every=args.progress_every)
+    except bench.ArgumentError as exc:  # worded with the flag the user typed
+        if exc.argument not in _OPTIONS:
+            raise
+        raise ConfigError(exc.for_option(_OPTIONS[exc.argument])) from None
     except KeyboardInterrupt:
         print("curlrl bench: interrupted; run the same command again to resume", file=sys.stderr)
         return 130

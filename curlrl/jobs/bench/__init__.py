@@ -27,11 +27,11 @@ from curlrl.jobs.bench.launch import (LAUNCHERS, STALE_MARK, Report, SlurmOption
                                       progress_line, terminate_children)
 from curlrl.jobs.bench.results import (SUMMARY_COLUMNS, RunResult, RunStatus, duration, run_status,
                                        settled_result, summary_table, write_summary)
-from curlrl.jobs.bench.suite import (SUITES, RunSpec, Suite, load_suite, parse_seeds, plan,
+from curlrl.jobs.bench.suite import (SUITES, ArgumentError, RunSpec, Suite, load_suite, parse_seeds, plan,
                                      plan_table)
 from curlrl.jobs.host import usable_cpus
 
-__all__ = ["LAUNCHERS", "STALE_MARK", "SUITES", "SUMMARY_COLUMNS", "RunResult", "RunSpec",
+__all__ = ["LAUNCHERS", "STALE_MARK", "SUITES", "SUMMARY_COLUMNS", "ArgumentError", "RunResult", "RunSpec",
            "RunStatus", "SlurmOptions", "Suite", "TrainJob", "execute", "launch_local", "launch_submitit",
            "load_suite", "make_executor", "parse_seeds", "parse_time_min", "plan", "progress_line", "run_bench",
            "run_status", "summary_table", "terminate_children", "write_summary"]
@@ -45,12 +45,13 @@ def run_bench(suite: Suite, out: str | Path, overrides: Sequence[str] = (), task
 
     ``workers`` defaults to ``max(1, cores // 4)`` for the local launchers (so each run gets
     a few threads) and to unlimited for slurm. A run that fails does not stop the others.
-    Mistakes in the arguments raise before anything is written.
+    Mistakes in the arguments raise before anything is written (:class:`ArgumentError`
+    names the argument).
     """
     if launcher not in LAUNCHERS:
         raise ConfigError(f"launcher must be one of {', '.join(LAUNCHERS)}, got {launcher!r}")
     if workers is not None and workers <= 0:
-        raise ConfigError(f"workers must be > 0, got {workers}")
+        raise ArgumentError("workers", f"workers must be > 0, got {workers}", f"{{option}} must be > 0, got {workers}")
     out = Path(out)
     n_workers = workers if workers is not None else (None if launcher == "slurm" else max(1, usable_cpus() // 4))
     slurm = slurm or SlurmOptions()

@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 from curlrl.errors import ConfigError
 from curlrl.jobs.bench.results import RunResult, run_status, settled_result
-from curlrl.jobs.bench.suite import RunSpec
+from curlrl.jobs.bench.suite import ArgumentError, RunSpec
 from curlrl.jobs.rundir import RunDir
 
 try:  # submitit re-queues a Checkpointable job after a SLURM timeout or preemption
@@ -146,6 +146,10 @@ class SlurmOptions:
     qos: str | None = None
     constraint: str | None = None
     extra: dict[str, str] = field(default_factory=dict)  # further sbatch options, e.g. {"exclude": "node3"}
+
+    def __post_init__(self) -> None:
+        if self.cpus <= 0:
+            raise ArgumentError("cpus", f"cpus must be > 0, got {self.cpus}", f"{{option}} must be > 0, got {self.cpus}")
 
 
 def parse_time_min(text: str) -> int:

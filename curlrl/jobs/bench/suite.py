@@ -17,6 +17,20 @@ from curlrl.jobs.rundir import RunDir
 _RESUME_KEYS = {"env_steps", "threads", "device", "seed", "task"}
 
 
+class ArgumentError(ConfigError):
+    """A bad argument of :func:`plan`, :func:`parse_seeds` or ``run_bench``, worded for a
+    Python caller. ``argument`` names the parameter; :meth:`for_option` words the same
+    mistake for a front end that exposes it as an option (the CLI's ``--seeds``)."""
+
+    def __init__(self, argument: str, message: str, option_message: str) -> None:
+        super().__init__(message)
+        self.argument = argument
+        self._option_message = option_message  # "{option}" stands for the option's name
+
+    def for_option(self, option: str) -> str:
+        return self._option_message.replace("{option}", option)
+
+
 @dataclass
 class Suite:
     """Tasks x seeds at a budget of ``env_steps`` environment steps, plus config overrides."""
@@ -85,23 +99,25 @@ def load_suite(name_or_file: str) -> Suite:
         raise ConfigError(f"suite file {path}: task_overrides for task(s) not in 'tasks': {sorted(stray)}")
     try:
         seeds = parse_seeds(data.get("seeds", 5))
-    except ConfigError as exc:
+    except ConfigError as exc:  # the file's key, not an argument: a plain ConfigError naming the file
         raise ConfigError(f"suite file {path}: {exc}") from None
     return Suite(str(data.get("name") or path.stem), list(tasks), env_steps, seeds,
                  dict(overrides), {k: dict(v) for k, v in task_overrides.items()})
 
 
 def parse_seeds(value: Any) -> list[int]:
-    """``5`` -> [0..4]; a list of ints -> itself (duplicates rejected)."""
+    """``5`` -> [0..4]; a list of ints -> itself (duplicates rejected). ArgumentError otherwise."""
     if isinstance(value, int) and not isinstance(value, bool):
         if value <= 0:
-            raise ConfigError(f"the number of seeds must be > 0, got {value}")
+            raise ArgumentError("seeds", f"the number of seeds must be > 0, got {value}",
+                                f"{{option}} must be > 0, got {value}")
         return list(range(value))
     if isinstance(value, list) and value and all(isinstance(v, int) and not isinstance(v, bool) for v in value):
         if len(set(value)) != len(value):
-            raise ConfigError(f"duplicate seeds in {value}")
+            raise ArgumentError("seeds", f"duplicate seeds in {value}", f"{{option}} names a seed twice: {value}")
         return list(value)
-    raise ConfigError(f"'seeds' must be a count or a list of integers, got {value!r}")
+    raise ArgumentError("seeds", f"'seeds' must be a count or a list of integers, got {value!r}",
+                        f"{{option}} must be a count or a list of integers, got {value!r}")
 
 
 def _scalar(value: Any) -> str:
@@ -141,11 +157,13 @@ def plan(suite: Suite, out: str | Path, overrides: Sequence[str] = (), tasks: Se
     cli = config_mod.parse_overrides(list(overrides))
     for key in ("seed", "task"):
         if key in cli or key in suite.overrides:
-            raise ConfigError(f"bench sets {key!r} itself: choose the {key}s in the suite or with the {key}s "
-                              f"argument, not as a config override")
+            raise ArgumentError(f"{key}s", f"bench sets {key!r} itself: choose the {key}s in the suite or with "
+                                f"the {key}s argument, not as a config override",
+                                f"bench sets {key!r} itself: use {{option}} (or the suite file) instead of {key}=")
     task_list = list(tasks) if tasks else list(suite.tasks)
     if len(set(task_list)) != len(task_list):
-        raise ConfigError(f"the tasks name a task twice: {task_list}")
+        raise ArgumentError("tasks", f"the tasks name a task twice: {task_list}",
+                            f"{{option}} lists a task twice: {task_list}")
     seed_list = parse_seeds(seeds) if seeds is not None else list(suite.seeds)
     from curlrl.envs.dmc import parse_task
 
