@@ -6,7 +6,7 @@ from pathlib import Path
 
 
 def _collect(args: argparse.Namespace) -> int:
-    from curlrl.datasets import collect
+    from curlrl.jobs.collect import collect
     from curlrl.errors import ConfigError
 
     if args.episodes < 1:
