@@ -50,11 +50,12 @@ def main() -> None:
             grad = torch.randn_like(y).contiguous(memory_format=fmt)
             gflop = 2 * b * 32 * cin * 9 * y.shape[2] * y.shape[3] / 1e9
 
+            # the closures are timed within this iteration, so late binding is harmless
             def backward(mask):
                 return lambda: torch.ops.aten.convolution_backward(
-                    grad, x, w, None, [stride, stride], [0, 0], [1, 1], False, [0, 0], 1, mask)
+                    grad, x, w, None, [stride, stride], [0, 0], [1, 1], False, [0, 0], 1, mask)  # noqa: B023
 
-            row = {"forward": median_ms(lambda: F.conv2d(x, w, None, stride), args.repeats),
+            row = {"forward": median_ms(lambda: F.conv2d(x, w, None, stride), args.repeats),  # noqa: B023
                    "backward_input": median_ms(backward([True, False, False]), args.repeats),
                    "backward_weight": median_ms(backward([False, True, False]), args.repeats)}
             print(f"layer in={cin}x{size}x{size} stride={stride} channels_last={channels_last} gflop={gflop:.2f} "

@@ -30,7 +30,8 @@ def short_run(capacity: int, batch_size: int, compress: bool) -> float:
         subprocess.run([sys.executable, "-m", "curlrl.cli", "train", "cartpole-swingup", "--run-dir", tmp,
                         f"replay_capacity={capacity}", f"batch_size={batch_size}", "env_steps=2400",
                         "init_steps=1600", "eval_every=800", "eval_episodes=1", "checkpoint_every=800",
-                        "save_replay=false", "video=false", f"replay_compress={compress}"], check=True, capture_output=True)
+                        "save_replay=false", "video=false", f"replay_compress={compress}"],
+                       check=True, capture_output=True)
     return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
 
 

@@ -121,7 +121,8 @@ def main() -> None:
     modes = [m.strip() for m in args.mode.split(",") if m.strip()]
     print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
           f"threads {torch.get_num_threads()}, device {args.device}, batch {args.batch_size}, "
-          f"LD_PRELOAD={os.environ.get('LD_PRELOAD', '')!r}, channels_last={not args.no_channels_last}, amp={args.amp}, "
+          f"LD_PRELOAD={os.environ.get('LD_PRELOAD', '')!r}, channels_last={not args.no_channels_last}, "
+          f"amp={args.amp}, "
           f"replay={'lz4' if args.compress else 'raw'}, frames={args.frames}")
     peak = matmul_gflops(args.device)
     print(f"matmul_gflops={peak:.1f}  (fp32 2048x2048 matmul on these threads: the machine's reference rate)")
@@ -137,7 +138,9 @@ def main() -> None:
         print(f"mode={r['mode']} capture={r['capture']} batch={args.batch_size} median_ms={r['ms']:.1f} "
               f"mean_ms={r['mean_ms']:.1f} gflop_per_update={r['gflop']:.1f} achieved_gflops={r['gflops_per_s']:.1f} "
               f"of_matmul={r['gflops_per_s'] / peak:.2f} warmup_s={r['warmup_s']:.1f}")
-    name = lambda r: r["mode"] if len(captures) == 1 else f"{r['mode']}+{r['capture']}"
+    def name(r):
+        return r["mode"] if len(captures) == 1 else f"{r['mode']}+{r['capture']}"
+
     for r in results[1:]:
         print(f"ratio {name(r)}/{name(results[0])} = {r['ms'] / results[0]['ms']:.2f}")
     print(f"ms_per_update={results[0]['ms']:.1f}")

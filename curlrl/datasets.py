@@ -1,4 +1,6 @@
-"""Offline datasets of pixel episodes: collect them from DMC, load and check them, sample stacks.
+"""Offline datasets of pixel episodes: the format, writing and loading it, sampling stacks.
+
+Pure numpy (core): :func:`curlrl.jobs.collect.collect` makes datasets from DMC with this module.
 
 A dataset is a folder::
 
@@ -25,9 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from curlrl.checkpoint import atomic_write_text
 from curlrl.errors import ConfigError, DatasetError
-from curlrl.jobs.progress import progress_bar
 
 MANIFEST = "manifest.json"
 KEYS = ("pixels", "state", "action", "reward")
@@ -35,7 +35,25 @@ KEYS = ("pixels", "state", "action", "reward")
 
 def write_json_atomic(path: Path, data: Any) -> None:
     """JSON to a hidden temp file in the same folder, then rename over ``path``."""
-    atomic_write_text(path, json.dumps(data, indent=2) + "\n")
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
+    """(Re)write ``folder/manifest.json`` atomically; a dataset's writer calls it after every episode."""
+    write_json_atomic(Path(folder) / MANIFEST, manifest)
+
+
+def holds_dataset(folder: str | Path) -> bool:
+    """Whether ``folder`` already holds a dataset (a manifest or any episode file)."""
+    folder = Path(folder)
+    return (folder / MANIFEST).exists() or any(folder.glob("episode_*.npz"))
+
+
+def episode_path(folder: Path, index: int) -> Path:
+    """``folder/episode_00012.npz``: episode files sort in collection order."""
+    return Path(folder) / f"episode_{index:05d}.npz"
 
 
 def save_episode(path: Path, pixels: np.ndarray, state: np.ndarray, action: np.ndarray,
@@ -48,123 +66,6 @@ def save_episode(path: Path, pixels: np.ndarray, state: np.ndarray, action: np.n
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
-
-
-def _state_names(env) -> list[str]:
-    """Names of the flattened ``info["state"]`` entries, e.g. ``position[0]``."""
-    try:
-        spec = env.unwrapped._env.observation_spec()
-    except AttributeError:
-        return []
-    names = []
-    for key, arr in spec.items():
-        size = int(np.prod(arr.shape)) if arr.shape else 1
-        names += [key] if size == 1 else [f"{key}[{i}]" for i in range(size)]
-    return names
-
-
-def collect(task: str, episodes: int, out: str | Path, policy: str = "random", image_size: int | None = None,
-            action_repeat: int | None = None, seed: int = 0, quiet: bool = False) -> dict:
-    """Collect ``episodes`` episodes of ``task`` into ``out`` (see the module docstring).
-
-    ``policy`` is ``"random"`` (uniform actions in [-1, 1]) or a train run directory, whose
-    agent acts with sampled actions on frame stacks; its image size, action repeat and
-    frame stack are used (passing other values is an error). Returns the manifest.
-    """
-    from curlrl.jobs import config as config_mod
-    from curlrl.envs import make_env
-
-    if episodes < 1:
-        raise ConfigError(f"episodes must be >= 1, got {episodes}")
-    out = Path(out)
-    if (out / MANIFEST).exists() or any(out.glob("episode_*.npz")):
-        raise ConfigError(f"{out} already holds a dataset; choose another folder")
-    run_cfg, frame_stack = None, 1
-    if policy != "random":
-        run_cfg = _policy_config(policy, task, image_size, action_repeat)
-        frame_stack, image_size, action_repeat = run_cfg.frame_stack, run_cfg.image_size, run_cfg.action_repeat
-    if action_repeat is None:
-        action_repeat = int(config_mod.task_config(task).get("action_repeat", 1))
-    image_size = image_size or 100
-    if image_size < 1 or action_repeat < 1:
-        raise ConfigError(f"image_size and action_repeat must be >= 1, got {image_size} and {action_repeat}")
-    env = make_env(task, image_size, action_repeat, frame_stack, seed=seed)
-    agent = _policy_agent(policy, run_cfg, env) if run_cfg is not None else None
-    out.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    manifest = dict(task=task, image_size=image_size, action_repeat=action_repeat,
-                    frame_stack=frame_stack if agent is not None else None,
-                    policy="random" if agent is None else str(Path(policy).resolve()), seed=seed,
-                    episodes=0, episodes_requested=episodes, transitions=0, state_names=_state_names(env),
-                    complete=False)
-    bar = progress_bar(episodes, "episode", quiet)
-    returns = []
-    for ep in range(episodes):
-        obs, info = env.reset(seed=seed * 1_000_003 + ep)
-        pixels, states, actions, rewards = [obs[-3:]], [info["state"]], [], []
-        done = False
-        while not done:
-            if agent is None:
-                action = rng.uniform(-1.0, 1.0, env.action_space.shape).astype(np.float32)
-            else:
-                action = agent.act(obs, sample=True).astype(np.float32)
-            obs, reward, terminated, truncated, info = env.step(action)
-            pixels.append(obs[-3:])  # the newest frame of the stack
-            states.append(info["state"])
-            actions.append(action)
-            rewards.append(reward)
-            done = terminated or truncated
-        save_episode(out / f"episode_{ep:05d}.npz", np.stack(pixels), np.stack(states),
-                     np.stack(actions), np.asarray(rewards, dtype=np.float32))
-        returns.append(float(np.sum(rewards)))
-        manifest.update(episodes=ep + 1, transitions=manifest["transitions"] + len(actions),
-                        mean_return=float(np.mean(returns)), complete=ep + 1 == episodes)
-        write_json_atomic(out / MANIFEST, manifest)
-        bar.update(1)
-        bar.set_postfix(ret=f"{returns[-1]:.1f}", refresh=False)
-    bar.close()
-    if not quiet:
-        print(f"curlrl: wrote {episodes} episodes ({manifest['transitions']} transitions, "
-              f"mean return {manifest['mean_return']:.1f}) to {out}")
-    return manifest
-
-
-def _policy_config(run_dir: str, task: str, image_size: int | None, action_repeat: int | None):
-    """The TrainConfig of a train run used as the collecting policy (checked against the task)."""
-    from curlrl.jobs import config as config_mod
-
-    cfg_path = Path(run_dir) / "config.yaml"
-    if not cfg_path.is_file():
-        raise ConfigError(f"policy {run_dir} is neither 'random' nor a curlrl train run directory (no config.yaml)")
-    cfg = config_mod.resolve(None, base=config_mod.load_yaml(cfg_path), overrides=["device=cpu"])
-    if cfg.task != task:
-        raise ConfigError(f"policy {run_dir} was trained on {cfg.task}, not {task}")
-    for name, given, used in (("image_size", image_size, cfg.image_size),
-                              ("action_repeat", action_repeat, cfg.action_repeat)):
-        if given is not None and given != used:
-            raise ConfigError(f"{name} {given} differs from the policy's {used} (from {cfg_path})")
-    return cfg
-
-
-def _policy_agent(run_dir: str, cfg, env):
-    """The trained agent of a train run, on the CPU (loaded as ``curlrl eval`` does)."""
-    import torch
-
-    from curlrl.checkpoint import safe_load
-    from curlrl.errors import CheckpointError
-    from curlrl.jobs.train import build_agent
-
-    path = Path(run_dir) / "checkpoints" / "latest.pt"
-    state = safe_load(path)
-    torch.manual_seed(0)
-    agent = build_agent(cfg, env.observation_space.shape, env.action_space.shape[0], torch.device("cpu"),
-                        from_checkpoint=True)
-    try:
-        agent.load_state_dict(state["agent"])
-    except (KeyError, RuntimeError, TypeError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"checkpoint {path} does not match its run's config ({first})") from None
-    return agent
 
 
 # -- loading ---------------------------------------------------------------------------
@@ -245,7 +146,7 @@ def load_dataset(data_dir: str | Path) -> Episodes:
     paths = sorted(p for p in data_dir.glob("*.npz") if not p.name.startswith("."))
     if not paths:
         raise DatasetError(f"dataset directory {data_dir} holds no episodes (*.npz); "
-                           f"make one with `curlrl collect TASK --episodes N --out {data_dir}`")
+                           f"collect some into it first (curlrl collect)")
     manifest = {}
     if (data_dir / MANIFEST).is_file():
         try:

@@ -160,7 +160,8 @@ class PixelEncoder(nn.Module):
             config = {k: json.loads(meta[k]) for k in ("obs_shape", "feature_dim", "num_layers",
                                                      "num_filters", "output_tanh")}
         except (KeyError, ValueError):
-            raise CheckpointError(f"{path} lacks the curlrl encoder metadata (re-export it with curlrl export)") from None
+            raise CheckpointError(f"{path} lacks the curlrl encoder metadata "
+                                  f"(re-export it with curlrl export)") from None
         unknown = set(expected) - set(config)
         if unknown:
             raise TypeError(f"from_pretrained: unknown expected argument(s) {sorted(unknown)}")

@@ -34,7 +34,8 @@ class DMCPixelEnv(gym.Env):
     one *agent* step = ``action_repeat`` *environment* steps.
 
     ``info["state"]``: the task's true state features (the flattened dm_control
-    observation dict, float32), for probes and datasets. ``info["env_steps"]``: env
+    observation dict, float32), for probes and datasets; :attr:`state_names` names its
+    entries. ``info["env_steps"]``: env
     steps taken in this episode. The time limit ends an episode with ``truncated=True``
     (not ``terminated``), so learners keep bootstrapping through it.
     """
@@ -58,9 +59,18 @@ class DMCPixelEnv(gym.Env):
         self._low, self._high = spec.minimum.astype(np.float64), spec.maximum.astype(np.float64)
         self.action_space = spaces.Box(-1.0, 1.0, shape=spec.shape, dtype=np.float32)
         self.observation_space = spaces.Box(0, 255, (3 * frame_stack, image_size, image_size), dtype=np.uint8)
+        self._state_names = _flat_names(self._env.observation_spec())
         self._frames: list[np.ndarray] = []
         self._episode_env_steps = 0
         self._check_render()
+
+    @property
+    def state_names(self) -> list[str]:
+        """Names of the entries of ``info["state"]``, in order: each dm_control observation
+        key, with an index when it holds more than one number (cartpole: ``position[0]``,
+        ``position[1]``, ``position[2]``, ``velocity[0]``, ``velocity[1]``; walker has a
+        scalar ``height``)."""
+        return list(self._state_names)
 
     def _check_render(self) -> None:
         try:
@@ -114,6 +124,15 @@ class DMCPixelEnv(gym.Env):
 
     def close(self) -> None:
         self._env = None
+
+
+def _flat_names(spec) -> list[str]:
+    """``{"position": (3,), "height": ()}`` -> ``["position[0]", ..., "position[2]", "height"]``."""
+    names: list[str] = []
+    for key, arr in spec.items():
+        size = int(np.prod(arr.shape)) if arr.shape else 1
+        names += [key] if size == 1 else [f"{key}[{i}]" for i in range(size)]
+    return names
 
 
 def make_env(task: str, image_size: int = 100, action_repeat: int = 1, frame_stack: int = 3,

@@ -17,7 +17,7 @@ SMALL = ["num_layers=2", "num_filters=16", f"crop_size={CROP}", "threads=1", f"h
 
 def shared(tmp_path_factory, name: str = "cartpole") -> Path:
     """The session's dataset folder, collected on first use."""
-    from curlrl.datasets import collect
+    from curlrl.jobs.collect import collect
 
     out = tmp_path_factory.getbasetemp() / f"offline-{name}"
     if not (out / "manifest.json").exists():

@@ -285,7 +285,8 @@ def test_variants_differ_from_the_reference_update(kw):
     ref = ReferenceCurlSac(agent)
     for _ in _lockstep(agent.update, ref.update, 6):
         pass
-    diff = max(float((p - q).detach().abs().max()) for p, q in zip(agent.encoder.parameters(), ref.encoder.parameters()))
+    diff = max(float((p - q).detach().abs().max())
+               for p, q in zip(agent.encoder.parameters(), ref.encoder.parameters()))
     assert diff > 1e-4, kw
 
 

@@ -16,7 +16,7 @@ def test_logits_and_loss_match_hand_computation():
     za, zp = torch.randn(b, d), torch.randn(b, d)
     W = head.W.detach().numpy().astype(np.float64)
     a, p = za.numpy().astype(np.float64), zp.numpy().astype(np.float64)
-    raw = np.array([[sum(a[i, k] * W[k, l] * p[j, l] for k in range(d) for l in range(d))
+    raw = np.array([[sum(a[i, k] * W[k, m] * p[j, m] for k in range(d) for m in range(d))
                      for j in range(b)] for i in range(b)])
     expected_logits = raw - raw.max(axis=1, keepdims=True)
     np.testing.assert_allclose(head.logits(za, zp).detach().numpy(), expected_logits, rtol=1e-5, atol=1e-5)

@@ -132,3 +132,31 @@ def test_a_killed_collect_leaves_only_whole_episodes(dataset, tmp_path):
     (copy / f".episode_{offline_data.EPISODES:05d}.npz.tmp").write_bytes(raw[: len(raw) // 3])
     data = load_dataset(copy)
     assert len(data.names) == offline_data.EPISODES
+
+
+@pytest.fixture(scope="session")
+def train_run(tmp_path_factory):
+    return offline_data.train_run(tmp_path_factory)
+
+
+def test_collect_with_a_policy_repeats_for_a_seed(train_run, tmp_path):
+    from curlrl.jobs.collect import collect
+
+    actions = []
+    for name in ("a", "b"):
+        collect(offline_data.TASK, 1, tmp_path / name, policy=str(train_run), seed=3, quiet=True)
+        with np.load(tmp_path / name / "episode_00000.npz") as ep:
+            actions.append(ep["action"])
+    np.testing.assert_array_equal(actions[0], actions[1])
+    assert actions[0].std() > 0  # sampled, not a constant action
+
+
+def test_collect_policy_without_a_checkpoint_is_one_line(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text(f"task: {offline_data.TASK}\nimage_size: 64\ncrop_size: 56\n")
+    out = tmp_path / "d"
+    assert main(["collect", offline_data.TASK, "--episodes", "1", "--policy", str(run), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("curlrl: error: checkpoint") and "does not exist" in err and err.count("\n") == 1, err
+    assert not out.exists()

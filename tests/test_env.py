@@ -40,6 +40,34 @@ def test_reset_stack_repeats_the_first_frame_and_steps_shift_it(cartpole):
     assert info["state"].shape == (5,)  # cartpole: position (3) + velocity (2)
 
 
+def test_state_names_label_the_state_entries(cartpole):
+    names = cartpole.state_names
+    assert names == ["position[0]", "position[1]", "position[2]", "velocity[0]", "velocity[1]"]
+    _, info = cartpole.reset(seed=4)
+    for _ in range(3):
+        _, _, _, _, info = cartpole.step(np.ones(1, np.float32))
+    state = dict(zip(names, info["state"]))
+    # dm_control's cartpole position is (cart x, cos(pole angle), sin(pole angle))
+    assert state["position[1]"] ** 2 + state["position[2]"] ** 2 == pytest.approx(1.0, abs=1e-5)
+
+
+def test_state_names_keep_scalar_entries_unindexed():
+    env = make_env("walker-walk", image_size=16, action_repeat=2, frame_stack=1, seed=0)
+    _, info = env.reset(seed=0)
+    _, _, _, _, info = env.step(env.action_space.sample())
+    names = env.state_names
+    assert len(names) == len(info["state"]) == 24
+    assert names[14] == "height" and names[:2] == ["orientations[0]", "orientations[1]"]
+    assert names[15:] == [f"velocity[{i}]" for i in range(9)]
+    state = dict(zip(names, info["state"]))
+    # walker's orientations are the (xx, xz) entries of 7 planar rotations: unit vectors
+    for i in range(7):
+        assert state[f"orientations[{2 * i}]"] ** 2 + state[f"orientations[{2 * i + 1}]"] ** 2 == \
+            pytest.approx(1.0, abs=1e-5)
+    env.close()
+    assert env.state_names == names  # still known after close
+
+
 def test_time_limit_is_a_truncation_after_1000_env_steps(cartpole):
     cartpole.reset(seed=0)
     steps = 0

@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from curlrl import datasets
-from curlrl.jobs import bench, evaluate, export, probe, report
+from curlrl.jobs import bench, collect, evaluate, export, probe, report
 from curlrl.cli import main
 from curlrl.errors import CurlrlError
 
@@ -21,11 +20,34 @@ def _run_dir(tmp_path):
     return tmp_path / "run"
 
 
+def _file(tmp_path):
+    (tmp_path / "f").write_text("not a folder\n")
+    return tmp_path / "f"
+
+
+def _dataset(tmp_path):
+    (tmp_path / "old").mkdir(exist_ok=True)
+    (tmp_path / "old" / "manifest.json").write_text("{}\n")
+    return tmp_path / "old"
+
+
 LIBRARY_CASES = {
     "eval episodes": (lambda t: evaluate.evaluate_run(_run_dir(t), episodes=0), "episodes must be >= 1"),
-    "collect episodes": (lambda t: datasets.collect("cartpole-swingup", 0, t / "d"), "episodes must be >= 1"),
-    "collect action_repeat": (lambda t: datasets.collect("cartpole-swingup", 1, t / "d", action_repeat=0),
+    "collect episodes": (lambda t: collect.collect("cartpole-swingup", 0, t / "d"), "episodes must be >= 1"),
+    "collect action_repeat": (lambda t: collect.collect("cartpole-swingup", 1, t / "d", action_repeat=0),
                               "image_size and action_repeat must be >= 1"),
+    "collect image_size": (lambda t: collect.collect("cartpole-swingup", 1, t / "d", image_size=0),
+                           "image_size and action_repeat must be >= 1, got 0"),
+    "collect out is a file": (lambda t: collect.collect("cartpole-swingup", 1, _file(t)), "is a file"),
+    "collect out holds a dataset": (lambda t: collect.collect("cartpole-swingup", 1, _dataset(t)),
+                                    "already holds a dataset"),
+    "collect policy": (lambda t: collect.collect("cartpole-swingup", 1, t / "d", policy=str(t)),
+                       "is neither 'random' nor a curlrl train run directory"),
+    "collect policy task": (lambda t: collect.collect("walker-walk", 1, t / "d", policy=str(_run_dir(t))),
+                            "was trained on cartpole-swingup, not walker-walk"),
+    "collect policy action_repeat": (lambda t: collect.collect("cartpole-swingup", 1, t / "d",
+                                                               policy=str(_run_dir(t)), action_repeat=3),
+                                     "action_repeat 3 differs from the policy's"),
     "export path": (lambda t: export.export_encoder(t, t / "e.pt"), "export path"),
     "probe knn_k": (lambda t: probe.run_probe("random", t, knn_k=0), "knn_k must be >= 1"),
     "bench workers": (lambda t: bench.run_bench(SUITE, t / "b", workers=0), "workers must be > 0"),
@@ -53,6 +75,8 @@ CLI_CASES = {
                            "--episodes must be >= 1"),
     "collect --action-repeat": (lambda t: ["collect", "cartpole-swingup", "--episodes", "1", "--action-repeat",
                                            "0", "--out", str(t / "d")], "--action-repeat must be >= 1"),
+    "collect --image-size": (lambda t: ["collect", "cartpole-swingup", "--episodes", "1", "--image-size", "0",
+                                        "--out", str(t / "d")], "--image-size must be >= 1"),
     "export --out": (lambda t: ["export", str(t), "--out", str(t / "e.pt")], "--out"),
     "probe --knn-k": (lambda t: ["probe", "random", str(t), "--knn-k", "0"], "--knn-k must be >= 1"),
     "probe --ridge-alpha": (lambda t: ["probe", "random", str(t), "--ridge-alpha", "-1"], "--ridge-alpha must be"),

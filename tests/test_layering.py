@@ -9,6 +9,7 @@ class Block:
         if name.split('.')[0] in {blocked!r}:
             raise ImportError('blocked for this test: ' + name)
 sys.meta_path.insert(0, Block())
+ABOVE_THE_CORE = ('curlrl.agents', 'curlrl.envs', 'curlrl.jobs', 'curlrl.cli')
 """
 
 
@@ -21,7 +22,15 @@ def test_core_imports_without_gymnasium_dm_control_or_agents():
     _run(BLOCK.format(blocked={"gymnasium", "dm_control", "mujoco"}) + """
 import curlrl
 from curlrl import PixelEncoder, CurlHead, random_crop, center_crop, ema_update, ReplayBuffer
-assert not any(m.startswith(('curlrl.agents', 'curlrl.envs', 'curlrl.jobs', 'curlrl.cli')) for m in sys.modules), sorted(sys.modules)
+import curlrl.datasets
+assert not any(m.startswith(ABOVE_THE_CORE) for m in sys.modules), sorted(sys.modules)
+""")
+
+
+def test_the_dataset_format_is_pure_numpy():
+    _run(BLOCK.format(blocked={"torch", "gymnasium", "dm_control", "mujoco"}) + """
+from curlrl.datasets import load_dataset, save_episode, split_episodes, Episodes
+assert not any(m.startswith(ABOVE_THE_CORE) for m in sys.modules), sorted(sys.modules)
 """)
 
 

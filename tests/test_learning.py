@@ -30,7 +30,8 @@ def test_agent_learns_a_pixel_bandit(mode, encoder_adam, amp):
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
     cfg = AgentConfig(crop_size=20, feature_dim=16, num_filters=8, hidden_dim=64, update_mode=mode,
-                      encoder_adam=encoder_adam, amp=amp, actor_lr=3e-3, critic_lr=3e-3, encoder_lr=3e-3, init_temperature=0.01)
+                      encoder_adam=encoder_adam, amp=amp, actor_lr=3e-3, critic_lr=3e-3, encoder_lr=3e-3,
+                      init_temperature=0.01)
     agent = CurlSacAgent((9, 24, 24), 1, cfg, seed=0)
     replay = ReplayBuffer(2000, (3, 24, 24), 1, frame_stack=3, seed=0)
 

@@ -15,7 +15,8 @@ from conftest import HANG_TIMEOUT_S
 def execs(monkeypatch):
     calls = []
     monkeypatch.setattr(host.os, "execve", lambda path, argv, env: calls.append((path, argv, env)))
-    monkeypatch.setattr("ctypes.util.find_library", lambda name: f"lib{name}.so.4" if name == "tcmalloc_minimal" else None)
+    monkeypatch.setattr("ctypes.util.find_library",
+                        lambda name: f"lib{name}.so.4" if name == "tcmalloc_minimal" else None)
     monkeypatch.setattr(host.sys, "orig_argv", ["python", "-m", "curlrl.cli", "train", "cartpole-swingup"])
     monkeypatch.delenv("LD_PRELOAD", raising=False)
     monkeypatch.delenv("CURLRL_TCMALLOC", raising=False)

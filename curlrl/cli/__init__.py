@@ -13,6 +13,30 @@ EXTRA_COMMANDS: tuple[str, ...] = ("curlrl.cli.offline", "curlrl.cli.bench")
 TRAINING_COMMANDS = ("train", "bench", "pretrain")
 
 
+def is_override(item: str) -> bool:
+    """Whether a command-line word is a ``key=value`` override (an existing path never is one)."""
+    return "=" in item and not Path(item).exists()
+
+
+def place_positional(args: argparse.Namespace, slot: str) -> None:
+    """Put a command's one positional word in ``args.<slot>`` and every ``key=value`` in
+    ``args.overrides``, whatever order they came in.
+
+    argparse fills the positional slot with the first free word and the overrides with the
+    rest, so without this ``curlrl train batch_size=64 cartpole-swingup`` reads the task as
+    ``batch_size=64``, and ``curlrl train --resume --run-dir R env_steps=2000`` (no task)
+    an override as the task. A second bare word stays among the overrides, where the config
+    parser names it as not ``key=value``. The slot is None when no bare word was given.
+    """
+    given = getattr(args, slot, None)
+    items = ([given] if given is not None else []) + list(getattr(args, "overrides", None) or [])
+    word = next((item for item in items if not is_override(item)), None)
+    if word is not None:
+        items.remove(word)
+    setattr(args, slot, word)
+    args.overrides = items
+
+
 def _use_tcmalloc(command: str) -> None:
     """Restart a training command under tcmalloc (:func:`curlrl.jobs.host.reexec_with_tcmalloc`)."""
     if command in TRAINING_COMMANDS:
@@ -78,13 +102,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="YAML file of config keys, applied after configs/<task>.yaml")
     p.add_argument("--run-dir", help="run directory (default runs/<task>/seed<seed>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its last checkpoint")
-    p.set_defaults(func=_train)
+    p.set_defaults(func=_train, positional="task", positional_missing="a TASK is required (e.g. cartpole-swingup)")
 
     p = sub.add_parser("config", help="print the resolved config of a task")
-    p.add_argument("task")
-    p.add_argument("overrides", nargs="*")
-    p.add_argument("--config")
-    p.set_defaults(func=_config)
+    p.add_argument("task", nargs="?", help="DOMAIN-TASK, e.g. cartpole-swingup")
+    p.add_argument("overrides", nargs="*", help="config overrides key=value")
+    p.add_argument("--config", help="YAML file of config keys, applied after configs/<task>.yaml")
+    p.set_defaults(func=_config, positional="task", positional_missing="a TASK is required (e.g. cartpole-swingup)")
 
     p = sub.add_parser("eval", help="evaluate a run's latest checkpoint and write a video")
     p.add_argument("run_dir")
@@ -98,13 +122,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _fix_task_override_split(args: argparse.Namespace) -> None:
-    # `curlrl train --resume --run-dir X env_steps=1000`: the first override lands in `task`.
-    if getattr(args, "task", None) and "=" in args.task:
-        args.overrides.insert(0, args.task)
-        args.task = None
-
-
 def main(argv: list[str] | None = None) -> int:
     from curlrl.errors import CurlrlError
 
@@ -116,9 +133,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(bad)}")
     if extra:
         args.overrides = list(args.overrides or []) + extra
-    _fix_task_override_split(args)
-    if args.command == "train" and not args.task and not args.resume:
-        parser.exit(2, "curlrl train: error: a TASK is required (e.g. cartpole-swingup)\n")
+    slot = getattr(args, "positional", None)
+    if slot:
+        place_positional(args, slot)
+        missing = getattr(args, "positional_missing", None)
+        if getattr(args, slot) is None and missing and not getattr(args, "resume", False):
+            parser.exit(2, f"curlrl {args.command}: error: {missing}\n")
     if argv is None:  # a real command line (not main([...]) called from Python)
         _use_tcmalloc(args.command)
     try:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 
 def _collect(args: argparse.Namespace) -> int:
-    from curlrl.datasets import collect
+    from curlrl.jobs.collect import collect
     from curlrl.errors import ConfigError
 
     if args.episodes < 1:
@@ -25,9 +25,8 @@ def _pretrain(args: argparse.Namespace) -> int:
     from curlrl.jobs.pretrain import pretrain, resolve
 
     data_dir, overrides = args.data_dir, list(args.overrides or [])
-    if data_dir and "=" in data_dir and not Path(data_dir).exists():  # `pretrain --resume --run-dir X steps=9`
-        overrides.insert(0, data_dir)
-        data_dir = None
+    if not data_dir and not args.resume and not any(o.partition("=")[0].strip() == "data_dir" for o in overrides):
+        raise ConfigError("a DATA_DIR is required (a dataset folder made by `curlrl collect`)")
     run_dir = Path(args.run_dir)
     if args.resume:
         saved = run_dir / "config.yaml"
@@ -90,7 +89,7 @@ def register(sub) -> None:
     p.add_argument("overrides", nargs="*", help="config overrides key=value (steps, batch_size, positive, ...)")
     p.add_argument("--run-dir", required=True)
     p.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its checkpoint")
-    p.set_defaults(func=_pretrain)
+    p.set_defaults(func=_pretrain, positional="data_dir")
 
     p = sub.add_parser("probe", help="linear/kNN probes of a frozen encoder on the true state",
                        description="ENCODER: a train run dir, a pretrain run dir, a .safetensors export, "
