@@ -17,16 +17,15 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 from curlrl import ReplayBuffer
-from curlrl.jobs import config as config_mod
-from curlrl.checkpoint import safe_load
 from curlrl.errors import CurlrlError
-from curlrl.jobs.train import build
+from curlrl.jobs import config as config_mod
+from curlrl.jobs.rundir import RunDir
+from curlrl.jobs.train import build_env
 
 
 def main() -> None:
@@ -38,15 +37,14 @@ def main() -> None:
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    run = Path(args.run_dir)
+    run = RunDir(args.run_dir)
     try:
-        cfg = config_mod.resolve(None, base=config_mod.load_yaml(run / "config.yaml"))
-        _, _, agent = build(cfg, torch.device("cpu"))
-        state = safe_load(run / "checkpoints" / "latest.pt")
-        agent.load_state_dict(state["agent"])
+        cfg = config_mod.resolve(None, base=run.read_config())
+        env = build_env(cfg)
+        agent, state = run.load_agent(cfg, env.observation_space.shape, env.action_space.shape[0], torch.device("cpu"))
         replay = ReplayBuffer(cfg.replay_capacity, (3, cfg.image_size, cfg.image_size), agent.action_dim,
                               cfg.frame_stack, seed=0, compress=cfg.replay_compress)
-        replay.load(run / "checkpoints" / "replay.npz")
+        replay.load(run.replay_path)
     except (CurlrlError, OSError, KeyError) as exc:
         sys.exit(f"grad_scale: {exc}")
     if agent.curl_head is None:

@@ -164,7 +164,7 @@ def test_resume_and_eval_do_not_read_a_moved_export(pretrain_export, tmp_path, m
     """Once a run has a checkpoint, its weights come from there: the export may be gone."""
     import shutil
 
-    from curlrl.jobs import train as train_mod
+    from curlrl.jobs import evaluate as evaluate_mod
 
     export = tmp_path / "enc.safetensors"
     shutil.copy(pretrain_export[1], export)
@@ -177,13 +177,13 @@ def test_resume_and_eval_do_not_read_a_moved_export(pretrain_export, tmp_path, m
     assert saved["counters"]["env_step"] == 80
 
     seen = {}
-    real_evaluate = train_mod.evaluate
+    real_evaluate = evaluate_mod.evaluate
 
     def spy(agent, *args, **kwargs):
         seen["agent"] = agent
         return real_evaluate(agent, *args, **kwargs)
 
-    monkeypatch.setattr(train_mod, "evaluate", spy)
+    monkeypatch.setattr(evaluate_mod, "evaluate", spy)
     assert main(["eval", str(run), "--episodes", "1", "--no-video"]) == 0
     agent = seen["agent"]
     for name, module in agent.modules().items():

@@ -48,15 +48,17 @@ def _use_tcmalloc(command: str) -> None:
 def _train(args: argparse.Namespace) -> int:
     from curlrl.jobs import config as config_mod
     from curlrl.errors import ConfigError
+    from curlrl.jobs.rundir import TRAIN_KIND, RunDir
     from curlrl.jobs.train import train
 
     if args.resume:
         if not args.run_dir:
             raise ConfigError("--resume needs --run-dir DIR (the run to continue)")
-        saved = Path(args.run_dir) / "config.yaml"
-        if not saved.is_file():
-            raise ConfigError(f"cannot resume: {saved} does not exist")
-        cfg = config_mod.resolve(args.task, args.config, args.overrides, base=config_mod.load_yaml(saved))
+        saved = RunDir(args.run_dir)
+        if not saved.is_run():
+            raise ConfigError(f"cannot resume: {saved.config_path} does not exist")
+        saved.expect_kind(TRAIN_KIND)  # a pretraining run says so, rather than failing on its config keys
+        cfg = config_mod.resolve(args.task, args.config, args.overrides, base=saved.read_config())
     else:
         cfg = config_mod.resolve(args.task, args.config, args.overrides)
     run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / cfg.task / f"seed{cfg.seed}"

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 
 def _collect(args: argparse.Namespace) -> int:
@@ -20,25 +19,25 @@ def _collect(args: argparse.Namespace) -> int:
 
 
 def _pretrain(args: argparse.Namespace) -> int:
-    from curlrl.jobs import config as config_mod
     from curlrl.errors import ConfigError
     from curlrl.jobs.pretrain import pretrain, resolve
+    from curlrl.jobs.rundir import PRETRAIN_KIND, RunDir
 
     data_dir, overrides = args.data_dir, list(args.overrides or [])
     if not data_dir and not args.resume and not any(o.partition("=")[0].strip() == "data_dir" for o in overrides):
         raise ConfigError("a DATA_DIR is required (a dataset folder made by `curlrl collect`)")
-    run_dir = Path(args.run_dir)
+    run = RunDir(args.run_dir)
     if args.resume:
-        saved = run_dir / "config.yaml"
-        if not saved.is_file():
-            raise ConfigError(f"cannot resume: {saved} does not exist")
-        cfg = resolve(data_dir, overrides, base=config_mod.load_yaml(saved))
+        if not run.is_run():
+            raise ConfigError(f"cannot resume: {run.config_path} does not exist")
+        run.expect_kind(PRETRAIN_KIND)  # an agent run says so, rather than failing on its config keys
+        cfg = resolve(data_dir, overrides, base=run.read_config())
     else:
-        if (run_dir / "checkpoints" / "latest.pt").exists():
-            raise ConfigError(f"run dir {run_dir} already holds a pretrain run: pass --resume to continue it "
+        if run.has_checkpoint():
+            raise ConfigError(f"run dir {run} already holds a pretrain run: pass --resume to continue it "
                               f"or choose another --run-dir")
         cfg = resolve(data_dir, overrides)
-    pretrain(cfg, run_dir, resume=args.resume)
+    pretrain(cfg, run.path, resume=args.resume)
     return 0
 
 

@@ -1,42 +1,73 @@
-"""Evaluate a saved run: load its latest checkpoint, run mean-action episodes, film one."""
+"""Evaluation: the mean-action episodes run while training, and of a saved run (``evaluate_run``)."""
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from curlrl.jobs import config as config_mod
-from curlrl.checkpoint import safe_load
 from curlrl.errors import CheckpointError, ConfigError
+from curlrl.jobs.rundir import TRAIN_KIND, RunDir, write_video
+
+if TYPE_CHECKING:
+    from curlrl.agents.curl_sac import CurlSacAgent
+
+
+def episode_seed(seed: int, episode: int, salt: int = 0) -> int:
+    """Reset seed of a training (salt 0) or evaluation episode: a resumed run replays it."""
+    return (seed * 1_000_003 + salt * 7_919 + episode) % (2**31 - 1)
+
+
+def evaluate(agent: "CurlSacAgent", env, episodes: int, seed: int, eval_index: int, video_path: Path | None = None) -> list[float]:
+    """Mean-action returns of ``episodes`` episodes; the first one is filmed if asked.
+
+    Episode ``ep`` of evaluation ``eval_index`` always starts from the same reset seed."""
+    returns, frames = [], []
+    for ep in range(episodes):
+        obs, _ = env.reset(seed=episode_seed(seed, eval_index * 1000 + ep, salt=1))
+        done, total = False, 0.0
+        while not done:
+            if ep == 0 and video_path is not None:
+                frames.append(obs[-3:].transpose(1, 2, 0))
+            obs, reward, terminated, truncated, _ = env.step(agent.act(obs, sample=False))
+            total += reward
+            done = terminated or truncated
+        returns.append(total)
+    if video_path is not None and frames:
+        write_video(video_path, frames)
+    return returns
 
 
 def evaluate_run(run_dir: str | Path, episodes: int = 10, video: bool = True, device: str | None = None) -> dict:
-    """Evaluate ``run_dir/checkpoints/latest.pt``; prints and returns the returns.
+    """Evaluate the agent in the checkpoint of the run in ``run_dir``; prints and returns the returns.
 
-    Writes ``run_dir/videos/final_eval_<env_step>.mp4`` and appends nothing to eval.csv
-    (that file holds the training-time evaluations only).
+    Writes the video of the first episode to the run's videos/ (``final_eval_<env_step>.mp4``)
+    and appends nothing to eval.csv (that file holds the evaluations made while training).
+    The agent's weights come from the checkpoint only: its ``encoder_init`` file is not read.
     """
-    from curlrl.jobs.train import build, evaluate, resolve_device
+    from curlrl.jobs import config as config_mod
+    from curlrl.jobs.host import resolve_device
+    from curlrl.jobs.train import build_env, check_device
 
-    run_dir = Path(run_dir)
-    cfg_path = run_dir / "config.yaml"
-    if not cfg_path.is_file():
-        raise ConfigError(f"{run_dir} is not a curlrl run directory (no config.yaml)")
+    run = RunDir(run_dir)
+    base = run.read_config()
     if episodes < 1:
         raise ConfigError(f"episodes must be >= 1, got {episodes}")
-    cfg = config_mod.resolve(None, base=config_mod.load_yaml(cfg_path),
-                             overrides=[f"device={device}"] if device else None)
-    state = safe_load(run_dir / "checkpoints" / "latest.pt", map_location=resolve_device(cfg.device))
-    _, eval_env, agent = build(cfg, resolve_device(cfg.device), from_checkpoint=True)
+    run.expect_kind(TRAIN_KIND)  # a pretraining run says so, rather than failing on its config keys
+    cfg = config_mod.resolve(None, base=base, overrides=[f"device={device}"] if device else None)
+    torch_device = resolve_device(cfg.device)
+    check_device(cfg, torch_device)
+    eval_env = build_env(cfg, evaluation=True)
+    agent, state = run.load_agent(cfg, eval_env.observation_space.shape, eval_env.action_space.shape[0],
+                                  torch_device)
     try:
-        agent.load_state_dict(state["agent"])
         env_step = int(state["counters"]["env_step"])
-    except (KeyError, RuntimeError, TypeError) as exc:
-        raise CheckpointError(f"checkpoint in {run_dir} does not match its config ({exc})") from None
-    path = run_dir / "videos" / f"final_eval_{env_step:07d}.mp4" if video else None
+    except (KeyError, TypeError, ValueError):
+        raise CheckpointError(f"checkpoint {run.checkpoint_path} has no env_step counter") from None
+    path = run.video_path(env_step, final=True) if video else None
     returns = evaluate(agent, eval_env, episodes, cfg.seed, eval_index=10**6, video_path=path)
-    result = dict(run_dir=str(run_dir), env_step=env_step, returns=returns,
+    result = dict(run_dir=str(run), env_step=env_step, returns=returns,
                   mean=float(np.mean(returns)), std=float(np.std(returns)), video=str(path) if path else None)
     print(f"{cfg.task} @ {env_step} env steps: return {result['mean']:.1f} ± {result['std']:.1f} "
           f"over {episodes} episodes" + (f"; video {path}" if path else ""))

@@ -55,7 +55,8 @@ def _head(state: dict | None, feature_dim: int) -> CurlHead | None:
 def load_encoder(spec: str | Path, map_location: str = "cpu") -> LoadedEncoder:
     """Encoder of a train run dir, a pretrain run dir or a ``.safetensors`` export."""
     from curlrl.jobs import config as config_mod
-    from curlrl.checkpoint import safe_load
+    from curlrl.jobs.pretrain import resolve as resolve_pretrain
+    from curlrl.jobs.rundir import PRETRAIN_KIND, RunDir, checkpoint_kind
 
     path = Path(spec)
     if path.is_file():
@@ -67,31 +68,26 @@ def load_encoder(spec: str | Path, map_location: str = "cpu") -> LoadedEncoder:
         return LoadedEncoder(encoder, None, head, f"{path} ({meta.get('source', '')})")
     if not path.is_dir():
         raise ConfigError(f"encoder {spec} is neither a run directory nor a .safetensors file")
-    if not (path / "config.yaml").is_file():
-        raise ConfigError(f"{path} is not a curlrl run directory (no config.yaml)")
-    state = safe_load(path / "checkpoints" / "latest.pt", map_location=map_location)
+    run = RunDir(path)
+    base = run.read_config()
+    state = run.load_checkpoint(map_location=map_location)
+    pretrained = checkpoint_kind(state, run.checkpoint_path) == PRETRAIN_KIND
+    cfg = (resolve_pretrain if pretrained else config_mod.resolve)(None, base=base)
     try:
-        if isinstance(state, dict) and "kind" in state:  # pretrain run
-            from curlrl.jobs.pretrain import resolve as resolve_pretrain
-            cfg = resolve_pretrain(None, base=config_mod.load_yaml(path / "config.yaml"))
-            config = dict(obs_shape=(3 * cfg.frame_stack, cfg.crop_size, cfg.crop_size),
-                          feature_dim=cfg.feature_dim, num_layers=cfg.num_layers, num_filters=cfg.num_filters,
-                          output_tanh=cfg.encoder_tanh)
+        config = dict(obs_shape=(3 * cfg.frame_stack, cfg.crop_size, cfg.crop_size), feature_dim=cfg.feature_dim,
+                      num_layers=cfg.num_layers, num_filters=cfg.num_filters, output_tanh=cfg.encoder_tanh)
+        if pretrained:
             enc, key = _rebuild(config, state["encoder"], state["key_encoder"])
             head = _head(state["curl_head"], cfg.feature_dim)
             kind = f"pretrain run, {state['step']} updates"
-        else:  # train run
-            cfg = config_mod.resolve(None, base=config_mod.load_yaml(path / "config.yaml"))
+        else:
             mods = state["agent"]["modules"]
-            config = dict(obs_shape=(3 * cfg.frame_stack, cfg.crop_size, cfg.crop_size),
-                          feature_dim=cfg.feature_dim, num_layers=cfg.num_layers, num_filters=cfg.num_filters,
-                          output_tanh=cfg.encoder_tanh)
             enc, key = _rebuild(config, mods["encoder"], mods.get("encoder_target"))
             head = _head(mods.get("curl_head"), cfg.feature_dim)
             kind = f"train run, {state['counters']['env_step']} env steps"
     except (KeyError, RuntimeError, TypeError, ValueError, AttributeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"checkpoint in {path} does not match its config ({first})") from None
+        raise CheckpointError(f"checkpoint {run.checkpoint_path} does not match its config ({first})") from None
     return LoadedEncoder(enc, key, head, f"{path} ({kind})")
 
 

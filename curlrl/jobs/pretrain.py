@@ -8,12 +8,8 @@ Positives:
     temporal  the stack ``temporal_offset`` agent steps later in the same episode, both
               randomly cropped (ATC, Stooke et al. 2021).
 
-Run directory::
-
-    config.yaml               resolved PretrainConfig (resume reads it back)
-    pretrain.csv              step, loss, accuracy, samples_per_s, wall_s
-    events.out.tfevents.*     TensorBoard scalars (x-axis: updates)
-    checkpoints/latest.pt     encoder, key encoder, CURL head, optimizer, step, RNG states (atomic)
+What the run directory holds (config.yaml, pretrain.csv, TensorBoard events, a checkpoint
+of kind ``curlrl.pretrain/1``): :mod:`curlrl.jobs.rundir`.
 """
 from __future__ import annotations
 
@@ -26,20 +22,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 
-from curlrl.jobs import config as config_mod
 from curlrl.augment import random_crop
-from curlrl.checkpoint import atomic_save, atomic_write_text, safe_load
 from curlrl.contrastive import CurlHead
 from curlrl.ema import ema_update
 from curlrl.encoder import PixelEncoder
 from curlrl.errors import CheckpointError, ConfigError
-from curlrl.jobs.progress import progress_bar
-from curlrl.jobs.rundir import CsvLog, truncate_csv
+from curlrl.jobs import config as config_mod
+from curlrl.jobs.rundir import PRETRAIN_COLUMNS, PRETRAIN_KIND, RunDir, RunWriter
 
-PRETRAIN_COLUMNS = ["step", "loss", "accuracy", "samples_per_s", "wall_s"]
-CHECKPOINT_KIND = "curlrl.jobs.pretrain/1"
+CHECKPOINT_KIND = PRETRAIN_KIND
 
 
 @dataclass
@@ -107,17 +99,13 @@ def resolve(data_dir: str | None, overrides: list[str] | None = None, base: dict
     return validate(cfg)
 
 
-class Pretrainer:
+class Pretrainer(RunWriter):
     """Owns one pretraining run: dataset, encoder + key encoder + W, logs and checkpoints."""
 
     def __init__(self, cfg: PretrainConfig, run_dir: str | Path, resume: bool = False, quiet: bool = False) -> None:
         from curlrl.datasets import load_dataset, split_episodes
-        from curlrl.jobs.host import resolve_device
 
-        self.cfg, self.run_dir, self.quiet = cfg, Path(run_dir), quiet
-        if cfg.threads:
-            torch.set_num_threads(cfg.threads)
-        self.device = resolve_device(cfg.device)
+        super().__init__(cfg, run_dir, quiet)
         self.data = load_dataset(cfg.data_dir)
         if cfg.crop_size > self.data.image_size:
             raise ConfigError(f"config key 'crop_size' ({cfg.crop_size}) must be <= the dataset's image size "
@@ -136,17 +124,12 @@ class Pretrainer:
             dict(params=self.curl_head.parameters(), lr=cfg.curl_lr)])
         self.generator = torch.Generator(self.device).manual_seed(cfg.seed)
         self.rng = np.random.default_rng(cfg.seed)
-        self.step, self.wall_offset = 0, 0.0
-        self.ckpt = self.run_dir / "checkpoints" / "latest.pt"
+        self.step = 0
+        self.ckpt = self.rundir.checkpoint_path
         if resume:
             self._load()
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(self.run_dir / "config.yaml", yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
-        if resume:
-            truncate_csv(self.run_dir / "pretrain.csv", lambda r: int(r["step"]) <= self.step)
-        self.log = CsvLog(self.run_dir / "pretrain.csv", PRETRAIN_COLUMNS)
-        from torch.utils.tensorboard import SummaryWriter
-        self.tb = SummaryWriter(str(self.run_dir), purge_step=self.step if resume else None)
+        (self.log,) = self.open_files([(RunDir.PRETRAIN_CSV, PRETRAIN_COLUMNS, lambda r: int(r["step"]) <= self.step)],
+                                      resume_step=self.step if resume else None)
 
     def _anchor_indices(self) -> np.ndarray:
         """Frames that can be anchors: training episodes (minus the last k frames if temporal)."""
@@ -193,61 +176,53 @@ class Pretrainer:
     def run(self) -> dict:
         """Train to ``steps`` updates; returns a summary (printed unless quiet)."""
         cfg = self.cfg
-        t_start, start_step = time.time(), self.step
-        bar = progress_bar(cfg.steps, "update", self.quiet, initial=self.step)
-        window, t_window, last = [], time.time(), {}
-        try:
+        start_step = self.step
+        with self.running(cfg.steps, "update", initial=self.step) as bar:
+            window, t_window, last = [], time.time(), {}
             while self.step < cfg.steps:
                 window.append(self.update())
                 bar.update(1)
                 if self.step % cfg.log_every == 0 or self.step == cfg.steps:
                     last = {k: float(torch.stack([m[k] for m in window]).mean()) for k in window[0]}
                     rate = len(window) * cfg.batch_size / max(time.time() - t_window, 1e-9)
-                    wall = self.wall_offset + time.time() - t_start
-                    self.log.write(dict(step=self.step, samples_per_s=rate, wall_s=wall, **last))
+                    self.log.write(dict(step=self.step, samples_per_s=rate, wall_s=self.wall(), **last))
                     for k, v in last.items():
                         self.tb.add_scalar(f"pretrain/{k}", v, self.step)
                     bar.set_postfix(loss=f"{last['loss']:.3f}", acc=f"{last['accuracy']:.2f}", refresh=False)
                     window, t_window = [], time.time()
                 if self.step % cfg.checkpoint_every == 0 and self.step < cfg.steps:
-                    self._save(self.wall_offset + time.time() - t_start)
-        finally:
-            bar.close()
-            self.tb.flush()
-        self.wall_offset += time.time() - t_start
-        self._save(self.wall_offset)
+                    self._save()
+        wall = self.wall()
+        self._save()
         summary = dict(run_dir=str(self.run_dir), steps=self.step, loss=last.get("loss"),
                        accuracy=last.get("accuracy"), train_episodes=len(self.train_episodes),
-                       holdout_episodes=len(self.holdout_episodes), wall_s=round(self.wall_offset, 1))
+                       holdout_episodes=len(self.holdout_episodes), wall_s=round(wall, 1))
         if not self.quiet:
             acc = "n/a" if last.get("accuracy") is None else f"{last['accuracy']:.3f}"
             print(f"curlrl: pretrained {self.step - start_step} updates (to {self.step}) in "
-                  f"{time.time() - t_start:.0f}s; last contrastive accuracy {acc}; "
+                  f"{time.time() - self.t_start:.0f}s; last contrastive accuracy {acc}; "
                   f"checkpoint {self.ckpt}; export with `curlrl export {self.run_dir} --out encoder.safetensors`")
         return summary
 
-    def _save(self, wall_s: float) -> None:
-        atomic_save({
-            "kind": CHECKPOINT_KIND,
+    def _save(self) -> None:
+        self.rundir.save_checkpoint({
+            "kind": PRETRAIN_KIND,
             "config": json.dumps(dataclasses.asdict(self.cfg)),
             "encoder": self.encoder.state_dict(),
             "key_encoder": self.key_encoder.state_dict(),
             "curl_head": self.curl_head.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "step": self.step,
-            "wall_s": wall_s,
+            "wall_s": self.wall(),
             "torch_rng": torch.get_rng_state(),
             "generator": self.generator.get_state(),
             "rng": json.dumps(self.rng.bit_generator.state),
-        }, self.ckpt)
+        })
 
     def _load(self) -> None:
-        if not self.ckpt.exists():
-            raise CheckpointError(f"cannot resume: no checkpoint at {self.ckpt}")
-        state = safe_load(self.ckpt, map_location=self.device)
+        self.check_resumable()
+        state = self.rundir.load_checkpoint(map_location=self.device, kind=PRETRAIN_KIND)
         try:
-            if state.get("kind") != CHECKPOINT_KIND:
-                raise KeyError("kind")
             self.encoder.load_state_dict(state["encoder"])
             self.key_encoder.load_state_dict(state["key_encoder"])
             self.curl_head.load_state_dict(state["curl_head"])
@@ -260,15 +235,8 @@ class Pretrainer:
         except (KeyError, RuntimeError, TypeError, ValueError, AttributeError) as exc:
             raise CheckpointError(f"{self.ckpt} is not a pretrain checkpoint matching this config ({exc})") from None
 
-    def close(self) -> None:
-        self.log.close()
-        self.tb.close()
-
 
 def pretrain(cfg: PretrainConfig, run_dir: str | Path, resume: bool = False, quiet: bool = False) -> dict:
     """Pretrain (or resume) in ``run_dir`` and return the summary."""
-    trainer = Pretrainer(cfg, run_dir, resume=resume, quiet=quiet)
-    try:
+    with Pretrainer(cfg, run_dir, resume=resume, quiet=quiet) as trainer:
         return trainer.run()
-    finally:
-        trainer.close()

@@ -102,38 +102,39 @@ def non_paper_settings(cfg: dict[str, Any]) -> list[str]:
 
 
 def _read_rows(path: Path) -> list[dict[str, str]]:
+    from curlrl.jobs.rundir import read_rows
+
     try:
-        with open(path, newline="") as fh:
-            return list(csv.DictReader(fh))
-    except OSError as exc:
-        raise ReportError(f"cannot read {path}: {exc.strerror}") from None
+        return read_rows(path)
+    except CurlrlError as exc:
+        raise ReportError(str(exc)) from None
 
 
 def _load_run_dir(eval_csv: Path, label: str | None, warn: list[str]) -> RunRecord | None:
-    from curlrl.jobs.config import load_yaml
+    from curlrl.jobs.rundir import RunDir
 
-    run_dir = eval_csv.parent
+    run = RunDir(eval_csv.parent)
     cfg: dict[str, Any] = {}
-    if (run_dir / "config.yaml").is_file():
-        cfg = load_yaml(run_dir / "config.yaml") or {}
+    if run.is_run():
+        cfg = run.read_config()
     else:
-        warn.append(f"{run_dir}: no config.yaml; algorithm, batch size and device unknown")
-    rows = _read_rows(eval_csv)
-    if not rows:
-        warn.append(f"{run_dir}: eval.csv has no evaluations yet; skipped")
-        return None
+        warn.append(f"{run}: no config.yaml; algorithm, batch size and device unknown")
     try:
-        evals: dict[int, list[float]] = defaultdict(list)
-        for row in rows:
-            evals[int(row["env_step"])].append(float(row["return"]))
+        rows = run.read_csv(run.EVAL_CSV)
+        if not rows:
+            warn.append(f"{run}: eval.csv has no evaluations yet; skipped")
+            return None
+        evals = run.evals()
         task = cfg.get("task") or rows[0]["task"]
         seed = int(cfg.get("seed", rows[0]["seed"]))
+    except CurlrlError as exc:
+        raise ReportError(str(exc)) from None
     except (KeyError, ValueError) as exc:
         raise ReportError(f"{eval_csv} is not a curlrl eval.csv ({exc})") from None
     return RunRecord(algo=label or (algorithm_name(cfg) if cfg else "unknown"), task=task, seed=seed,
-                     source=str(run_dir), batch_size=cfg.get("batch_size"), device=str(cfg.get("device", "?")),
+                     source=str(run), batch_size=cfg.get("batch_size"), device=str(cfg.get("device", "?")),
                      env_steps=cfg.get("env_steps"), non_paper=non_paper_settings(cfg) if cfg else ["config unknown"],
-                     evals=dict(evals))
+                     evals=evals)
 
 
 def _load_export(path: Path, label: str | None) -> list[RunRecord]:

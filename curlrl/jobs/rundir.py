@@ -1,27 +1,46 @@
 """A run directory: the one module that knows its file names and formats.
 
-Every writer (``Trainer``, ``Pretrainer``) and every reader (``evaluate``, ``collect --policy``,
-``export``, ``bench``, ``report``) of a run goes through :class:`RunDir`. Layout::
+Every writer (:class:`RunWriter`: ``Trainer``, ``Pretrainer``) and every reader (``evaluate``,
+``collect`` with a policy, ``export``, ``bench``, ``report``) of a run goes through
+:class:`RunDir`. Layout::
 
     config.yaml                resolved config (resume reads it back)
     train.csv / eval.csv       agent runs, long format: task, seed, env_step, agent_step, updates, return, ...
+                               (eval.csv holds the evaluations made while training)
     pretrain.csv               pretraining runs: step, loss, accuracy, samples_per_s, wall_s
-    events.out.tfevents.*      TensorBoard scalars
-    videos/                    eval_<env_step>.mp4 (first episode of each evaluation), final_eval_*.mp4
-    checkpoints/latest.pt      the state to resume from (atomic)
-    checkpoints/replay.npz     agent runs with save_replay=true: the replay (written before latest.pt)
+    events.out.tfevents.*      TensorBoard scalars (x-axis: env steps; pretraining runs: updates)
+    videos/                    eval_<env_step>.mp4 (first episode of each evaluation while training),
+                               final_eval_<env_step>.mp4 (evaluations of the saved run)
+    checkpoints/latest.pt      the state to resume from (written atomically, loaded weights-only)
+    checkpoints/replay.npz     agent runs with save_replay=true: the replay (one format for host and
+                               device storage, either reads it), written before latest.pt
 
-CSVs are read by their header, never by column position.
+``latest.pt`` says what it holds by its ``kind``:
+
+    curlrl.train/1      an agent run: agent (weights, optimizers, generator, updates), counters
+                        (env_step, episode, next_eval, next_checkpoint, eval_index, transitions),
+                        wall_s, last_eval, rng (global torch/Python/CUDA states), action_rng,
+                        config (JSON), version (1). Written before kinds: ``version`` 1 and no kind.
+    curlrl.pretrain/1   a pretraining run: encoder, key_encoder, curl_head, optimizer, step, wall_s,
+                        torch_rng, generator, rng, config (JSON).
+
+CSVs are read by their header, never by column position; rows appended to an existing log
+follow the header it already has.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
+import json
 import os
+import random
+import time
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
+import torch
 
 from curlrl.checkpoint import atomic_save, atomic_write_text, safe_load
 from curlrl.errors import CheckpointError, ConfigError
@@ -31,6 +50,58 @@ TRAIN_COLUMNS = ["task", "seed", "env_step", "agent_step", "updates", "episode",
                  "alpha", "entropy", "wall_s"]
 EVAL_COLUMNS = ["task", "seed", "env_step", "agent_step", "updates", "eval_episode", "return", "wall_s"]
 PRETRAIN_COLUMNS = ["step", "loss", "accuracy", "samples_per_s", "wall_s"]
+
+TRAIN_KIND = "curlrl.train/1"
+PRETRAIN_KIND = "curlrl.pretrain/1"
+# Agent checkpoints still carry it: before kinds existed it was their only mark.
+CHECKPOINT_VERSION = 1
+# Kinds once written under another name: the commit that moved pretraining into curlrl.jobs
+# wrote its module path into the kind.
+_KIND_ALIASES = {"curlrl.jobs.pretrain/1": PRETRAIN_KIND}
+_KIND_WORDS = {TRAIN_KIND: "an agent training run", PRETRAIN_KIND: "an encoder pretraining run"}
+
+
+def checkpoint_kind(state: Any, path: str | os.PathLike) -> str:
+    """The kind of a loaded checkpoint (:data:`TRAIN_KIND` or :data:`PRETRAIN_KIND`);
+    CheckpointError for anything else. An agent checkpoint written before kinds existed
+    (``version`` 1, no kind) is of :data:`TRAIN_KIND`."""
+    if not isinstance(state, dict):
+        raise CheckpointError(f"checkpoint {path} is not a curlrl run checkpoint (not a mapping)")
+    kind = state.get("kind")
+    if kind is None:
+        if state.get("version") == CHECKPOINT_VERSION and "agent" in state:
+            return TRAIN_KIND
+        version = state.get("version")
+        why = "it names no kind" + ("" if version is None else f" and has version {version!r}")
+        raise CheckpointError(f"checkpoint {path} is not a curlrl run checkpoint ({why})")
+    kind = _KIND_ALIASES.get(kind, kind)
+    if kind not in _KIND_WORDS:
+        raise CheckpointError(f"checkpoint {path} is of kind {kind!r}, which this curlrl cannot read "
+                              f"(written by another version?)")
+    return kind
+
+
+def _check_kind(state: Any, path: Path, kind: str) -> None:
+    found = checkpoint_kind(state, path)
+    if found != kind:
+        raise CheckpointError(f"checkpoint {path} belongs to {_KIND_WORDS[found]}, not {_KIND_WORDS[kind]}")
+
+
+def global_rng_state() -> dict[str, Any]:
+    """The global torch (CPU and, when visible, CUDA) and Python RNG states, as checkpoints hold them."""
+    state = {"torch": torch.get_rng_state(), "python": json.dumps(random.getstate())}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_global_rng_state(state: dict[str, Any]) -> None:
+    """Restore what :func:`global_rng_state` captured (CUDA only where it was saved and is visible)."""
+    torch.set_rng_state(state["torch"])
+    py = json.loads(state["python"])
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 class RunDir:
@@ -101,9 +172,25 @@ class RunDir:
     def save_checkpoint(self, state: dict[str, Any]) -> None:
         atomic_save(state, self.checkpoint_path)
 
-    def load_checkpoint(self, map_location: Any = "cpu", mmap: bool = False) -> dict[str, Any]:
-        """The checkpoint's contents (weights-only load); CheckpointError if missing or corrupt."""
-        return safe_load(self.checkpoint_path, map_location=map_location, mmap=mmap)
+    def load_checkpoint(self, map_location: Any = "cpu", mmap: bool = False, kind: str | None = None) -> dict[str, Any]:
+        """The checkpoint's contents (weights-only load); CheckpointError if missing or corrupt,
+        or, when ``kind`` is given, if it is of another kind (see :func:`checkpoint_kind`)."""
+        state = safe_load(self.checkpoint_path, map_location=map_location, mmap=mmap)
+        if kind is not None:
+            _check_kind(state, self.checkpoint_path, kind)
+        return state
+
+    def checkpoint_kind(self) -> str | None:
+        """The kind of this run's checkpoint (read without loading the weights); None without one."""
+        if not self.has_checkpoint():
+            return None
+        return checkpoint_kind(self.load_checkpoint(mmap=True), self.checkpoint_path)
+
+    def expect_kind(self, kind: str) -> None:
+        """CheckpointError if this run has a checkpoint of another kind (say, a pretraining run
+        where an agent run is expected); checked before its config is read as that kind's."""
+        if self.has_checkpoint():
+            _check_kind(self.load_checkpoint(mmap=True), self.checkpoint_path, kind)
 
     def checkpoint_counters(self) -> dict[str, int] | None:
         """The counters of an agent run's checkpoint (env_step, episode, ...), read without
@@ -126,13 +213,7 @@ class RunDir:
     def read_csv(self, name: str) -> list[dict[str, str]]:
         """All rows of a log, keyed by its header; [] if the file does not exist."""
         path = self.csv_path(name)
-        if not path.is_file():
-            return []
-        try:
-            with open(path, newline="") as fh:
-                return list(csv.DictReader(fh))
-        except (OSError, csv.Error, UnicodeDecodeError) as exc:
-            raise CheckpointError(f"cannot read {path} ({exc})") from None
+        return read_rows(path) if path.is_file() else []
 
     def evals(self) -> dict[int, list[float]]:
         """Returns of every evaluation in eval.csv, by env step."""
@@ -141,7 +222,7 @@ class RunDir:
             for row in self.read_csv(self.EVAL_CSV):
                 out.setdefault(int(row["env_step"]), []).append(float(row["return"]))
         except (KeyError, TypeError, ValueError) as exc:
-            raise CheckpointError(f"{self.csv_path(self.EVAL_CSV)} is not a curlrl eval log ({exc})") from None
+            raise CheckpointError(f"{self.csv_path(self.EVAL_CSV)} is not a curlrl eval.csv ({exc})") from None
         return out
 
     def last_eval(self) -> tuple[int, float] | None:
@@ -173,9 +254,13 @@ class RunDir:
     def open_log(self, name: str, columns: list[str], keep: Callable[[dict[str, str]], bool] | None = None) -> "CsvLog":
         """An append-only log; ``keep`` (on resume) first drops the rows it rejects."""
         self.path.mkdir(parents=True, exist_ok=True)
+        path = self.csv_path(name)
         if keep is not None:
-            truncate_csv(self.csv_path(name), keep)
-        return CsvLog(self.csv_path(name), columns)
+            try:
+                truncate_csv(path, keep)
+            except (KeyError, TypeError, ValueError, csv.Error, UnicodeDecodeError) as exc:
+                raise CheckpointError(f"{path} is not a curlrl log ({type(exc).__name__}: {exc})") from None
+        return CsvLog(path, columns)
 
     def tensorboard(self, purge_step: int | None = None):
         """A SummaryWriter into the run directory (``purge_step`` on resume drops later events)."""
@@ -190,21 +275,34 @@ class RunDir:
         and that file may have moved since the run started."""
         from curlrl.jobs.train import build_agent
 
-        state = self.load_checkpoint(map_location=device)
+        state = self.load_checkpoint(map_location=device, kind=TRAIN_KIND)
         agent = build_agent(cfg, obs_shape, action_dim, device, from_checkpoint=True)
+        self.load_agent_state(agent, state)
+        return agent, state
+
+    def load_agent_state(self, agent: Any, state: dict[str, Any]) -> None:
+        """Load the agent part of this run's checkpoint ``state`` into ``agent``; CheckpointError
+        (naming the checkpoint) if its weights or optimizers do not fit the agent's config."""
         try:
             agent.load_state_dict(state["agent"])
         except (KeyError, RuntimeError, TypeError, ValueError) as exc:
-            raise CheckpointError(f"checkpoint {self.checkpoint_path} does not match its config ({exc})") from None
-        return agent, state
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise CheckpointError(f"checkpoint {self.checkpoint_path} does not match its config ({first})") from None
 
 
 class CsvLog:
-    """Append-only long-format CSV with a fixed header; each row flushed at once."""
+    """Append-only long-format CSV with a fixed header; each row flushed at once.
+
+    A new file gets ``columns``; rows appended to an existing one follow the header it
+    already has (its columns may be in another order; columns it lacks are left out)."""
 
     def __init__(self, path: Path, columns: list[str]) -> None:
-        self.path, self.columns = path, columns
         new = not path.exists() or path.stat().st_size == 0
+        if not new:
+            with open(path, newline="") as fh:
+                header = next(csv.reader(fh), None)
+            columns = header if header else columns
+        self.path, self.columns = path, list(columns)
         self._fh = open(path, "a", newline="")
         self._writer = csv.DictWriter(self._fh, fieldnames=columns, extrasaction="ignore")
         if new:
@@ -221,6 +319,17 @@ class CsvLog:
 
 def _fmt(v: Any) -> Any:
     return f"{v:.6g}" if isinstance(v, float) else v
+
+
+def read_rows(path: str | os.PathLike) -> list[dict[str, str]]:
+    """All rows of a CSV file, keyed by its header; CheckpointError if it cannot be read."""
+    try:
+        with open(path, newline="") as fh:
+            return list(csv.DictReader(fh))
+    except OSError as exc:
+        raise CheckpointError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except (csv.Error, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{path} is not a readable CSV file ({exc})") from None
 
 
 def truncate_csv(path: Path, keep: Callable[[dict[str, str]], bool]) -> None:
@@ -248,3 +357,84 @@ def write_video(path: Path, frames: Iterable[np.ndarray], fps: int = 30) -> None
     tmp = path.with_name(f".{path.stem}.tmp.mp4")
     imageio.mimwrite(tmp, list(frames), fps=fps, macro_block_size=1, quality=7)
     os.replace(tmp, path)
+
+
+class RunWriter:
+    """What every job that writes a run directory shares (``Trainer``, ``Pretrainer``).
+
+    ``__init__`` sets torch's CPU threads (``cfg.threads``; 0 keeps torch's default) and
+    resolves ``cfg.device``; it touches no file, so a mistake found while the job builds
+    its parts leaves no run directory behind. Then, in order: :meth:`check_resumable` and
+    the job's own checkpoint load (resume), :meth:`open_files` (config.yaml, the CSV logs
+    trimmed to the checkpoint, TensorBoard, advice), :meth:`running` around the loop,
+    ``rundir.save_checkpoint``, :meth:`close` (or use the job as a context manager). Wall time
+    across resumes: :meth:`wall`.
+    """
+
+    def __init__(self, cfg: Any, run_dir: str | os.PathLike, quiet: bool = False) -> None:
+        from curlrl.jobs.host import resolve_device
+
+        self.cfg, self.quiet = cfg, quiet
+        self.rundir = RunDir(run_dir)
+        self.run_dir = self.rundir.path
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        self.device = resolve_device(cfg.device)
+        self.wall_offset = 0.0      # wall seconds of the run before this process (from the checkpoint)
+        self.t_start = time.time()  # reset by running(); wall() = wall_offset + time since then
+        self.tb = None
+        self._logs: list[CsvLog] = []
+
+    def check_resumable(self) -> None:
+        """CheckpointError unless the run directory holds a checkpoint to resume from."""
+        if not self.rundir.has_checkpoint():
+            raise CheckpointError(f"cannot resume: no checkpoint at {self.rundir.checkpoint_path} (a run that "
+                                  f"stopped before its first checkpoint cannot continue; remove {self.run_dir} "
+                                  f"to start over)")
+
+    def open_files(self, logs: list[tuple[str, list[str], Callable[[dict[str, str]], bool]]],
+                   resume_step: int | None = None) -> list[CsvLog]:
+        """Write config.yaml, open the CSV ``logs`` (name, columns, keep) and TensorBoard.
+
+        ``resume_step`` (on resume): each log first drops the rows its ``keep`` rejects (they
+        were written after the checkpoint and will be written again) and TensorBoard drops the
+        events after that step. Ends with the busy-CPU advice, once nothing can fail."""
+        resume = resume_step is not None
+        self.rundir.write_config(self.cfg)
+        self._logs = [self.rundir.open_log(name, columns, keep if resume else None) for name, columns, keep in logs]
+        self.tb = self.rundir.tensorboard(purge_step=resume_step)
+        if self.device.type == "cpu" and not self.quiet and not self.cfg.threads:
+            from curlrl.jobs import host
+
+            host.warn_if_cpu_busy()
+        return self._logs
+
+    def wall(self) -> float:
+        """Wall seconds of the whole run, earlier processes included."""
+        return self.wall_offset + time.time() - self.t_start
+
+    @contextlib.contextmanager
+    def running(self, total: int, unit: str, initial: int = 0) -> Iterator[Any]:
+        """Start the clock and yield a progress bar; on leaving, close it and flush TensorBoard."""
+        from curlrl.jobs.progress import progress_bar
+
+        self.t_start = time.time()
+        bar = progress_bar(total, unit, self.quiet, initial=initial)
+        try:
+            yield bar
+        finally:
+            bar.close()
+            if self.tb is not None:
+                self.tb.flush()
+
+    def close(self) -> None:
+        for log in self._logs:
+            log.close()
+        if self.tb is not None:
+            self.tb.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
