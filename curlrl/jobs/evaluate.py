@@ -19,7 +19,8 @@ def episode_seed(seed: int, episode: int, salt: int = 0) -> int:
     return (seed * 1_000_003 + salt * 7_919 + episode) % (2**31 - 1)
 
 
-def evaluate(agent: "CurlSacAgent", env, episodes: int, seed: int, eval_index: int, video_path: Path | None = None) -> list[float]:
+def evaluate(agent: "CurlSacAgent", env, episodes: int, seed: int, eval_index: int,
+             video_path: Path | None = None) -> list[float]:
     """Mean-action returns of ``episodes`` episodes; the first one is filmed if asked.
 
     Episode ``ep`` of evaluation ``eval_index`` always starts from the same reset seed."""

@@ -374,7 +374,8 @@ def make_report(paths: Sequence[str | Path], out: str | Path, labels: Sequence[s
 
 def _settings_section(algos, tasks, by) -> list[str]:
     md = ["## Runs and settings", "",
-          "| algorithm | task | seeds | batch size | device | budget (env steps) | last eval step | non-paper settings |",
+          "| algorithm | task | seeds | batch size | device | budget (env steps) | last eval step "
+          "| non-paper settings |",
           "|---|---|---|---|---|---|---|---|"]
     flagged = total = 0
     for algo in algos:
@@ -439,7 +440,8 @@ def _aggregate_section(algos, tasks, by, step, out: Path, reps, seed) -> list[st
         return []
     points, cis = interval_estimates(mats, aggregate_metrics, reps, seed)
     md = [f"### Aggregate at env step {step} (normalised scores, 95% CIs)", "",
-          "| algorithm | tasks | runs per task | IQM | median | mean | optimality gap |", "|---|---|---|---|---|---|---|"]
+          "| algorithm | tasks | runs per task | IQM | median | mean | optimality gap |",
+          "|---|---|---|---|---|---|---|"]
     for algo in mats:
         cells = [_fmt_ci(points[algo][i], cis[algo][0][i], cis[algo][1][i]) for i in range(len(METRICS))]
         md.append(f"| {algo} | {len(used[algo])} | {mats[algo].shape[0]} | " + " | ".join(cells) + " |")
@@ -591,7 +593,8 @@ def _published_section(algos, tasks, by, steps) -> list[str]:
     for step in steps:
         md += [f"### {step} env steps", "",
                "| task | " + " | ".join(f"ours: {a}" for a in algos) + " | " +
-               " | ".join(f"{n}" + (f" ({PUBLISHED_SEEDS[n]} seeds)" if PUBLISHED_SEEDS[n] else "") for n in names) + " |",
+               " | ".join(f"{n}" + (f" ({PUBLISHED_SEEDS[n]} seeds)" if PUBLISHED_SEEDS[n] else "")
+                          for n in names) + " |",
                "|---|" + "---|" * (len(algos) + len(names))]
         for task in _ordered(set(tasks) | set(PUBLISHED["CURL"]), list(PUBLISHED["CURL"])):
             ours = []

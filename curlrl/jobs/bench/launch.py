@@ -149,7 +149,8 @@ class SlurmOptions:
 
     def __post_init__(self) -> None:
         if self.cpus <= 0:
-            raise ArgumentError("cpus", f"cpus must be > 0, got {self.cpus}", f"{{option}} must be > 0, got {self.cpus}")
+            raise ArgumentError("cpus", f"cpus must be > 0, got {self.cpus}",
+                                f"{{option}} must be > 0, got {self.cpus}")
 
 
 def parse_time_min(text: str) -> int:

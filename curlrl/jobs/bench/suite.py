@@ -207,7 +207,8 @@ def plan_table(suite: Suite, specs: list[RunSpec], launcher: str, workers: int |
     counts = {k: sum(s.state == k for s in specs) for k in ("new", "partial", "done", "corrupt")}
     lines = [f"curlrl bench: suite {suite.name}, {len(specs)} runs ({len({s.task for s in specs})} tasks x "
              f"{len({s.seed for s in specs})} seeds) to {specs[0].env_steps if specs else 0} env steps -> {out}",
-             f"  launcher {launcher}, workers {workers or 'unlimited'}, threads per run {specs[0].threads if specs else 0}; "
+             f"  launcher {launcher}, workers {workers or 'unlimited'}, "
+             f"threads per run {specs[0].threads if specs else 0}; "
              f"to start {counts['new']}, to resume {counts['partial']}, finished {counts['done']}"
              + (f", corrupt {counts['corrupt']}" if counts["corrupt"] else "")]
     for s in specs:
