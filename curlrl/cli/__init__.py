@@ -51,7 +51,10 @@ def _config(args: argparse.Namespace) -> int:
     from curlrl.jobs import config as config_mod
 
     cfg = config_mod.resolve(args.task, args.config, args.overrides)
-    print(yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False), end="")
+    if args.explain:
+        print(config_mod.explain(cfg), end="")
+    else:
+        print(yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False), end="")
     return 0
 
 
@@ -84,6 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("task")
     p.add_argument("overrides", nargs="*")
     p.add_argument("--config")
+    p.add_argument("--explain", action="store_true",
+                   help="comment every key with its type, checks and meaning; mark the operational keys")
     p.set_defaults(func=_config)
 
     p = sub.add_parser("eval", help="evaluate a run's latest checkpoint and write a video")
