@@ -77,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "(agent steps x action_repeat). Example: curlrl train cartpole-swingup "
                                    "batch_size=128 env_steps=20000")
     p.add_argument("task", nargs="?", help="DOMAIN-TASK, e.g. cartpole-swingup (optional with --resume)")
-    p.add_argument("overrides", nargs="*", help="config overrides key=value (see `curlrl config TASK`)")
+    p.add_argument("overrides", nargs="*", help="config overrides key=value (see `curlrl config TASK --explain`)")
     p.add_argument("--config", help="YAML file of config keys, applied after configs/<task>.yaml")
     p.add_argument("--run-dir", help="run directory (default runs/<task>/seed<seed>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its last checkpoint")

@@ -261,11 +261,6 @@ def resumable_keys(cls: type = TrainConfig) -> frozenset[str]:
     return _keys(cls, "resumable")
 
 
-def help_text(cls: type = TrainConfig) -> dict[str, str]:
-    """``{key: its meaning}`` for every field of a config dataclass, in field order."""
-    return {f.name: f.metadata.get("help", "") for f in fields(cls)}
-
-
 def _type_name(declared: Any) -> str:
     args = typing.get_args(declared)
     return " | ".join("None" if a is type(None) else a.__name__ for a in args) if args else declared.__name__
