@@ -55,10 +55,10 @@ class EncoderConfig:
     encoder_tanh: bool = option(False, "tanh after the LayerNorm (the CURL paper's text) instead of none "
                                        "(its reference code)")
     encoder_lr: float = option(
-        1e-3, "Adam learning rate of the contrastive (CURL) step on the encoder. The agent's default "
-              "encoder_adam=reference steps it at 2 x this, as the reference code's two identical optimizers "
-              "do; its variants also step the critic gradient on the encoder at this rate (agents/curl_sac.py). "
-              "CURL uses 2e-4 for cheetah-run", check="> 0")
+        1e-3, "Adam learning rate of the contrastive (CURL) step on the encoder; pretraining steps at this "
+              "rate. The agent's default encoder_adam=reference steps at 2 x this, as the reference code's two "
+              "identical optimizers do; its variants also step the critic gradient on the encoder at this rate "
+              "(agents/curl_sac.py). CURL uses 2e-4 for cheetah-run", check="> 0")
     curl_lr: float | None = option(None, "Adam learning rate of the bilinear W of the InfoNCE logits; None: "
                                          "encoder_lr, as the reference code", check="> 0")
     encoder_tau: float = option(0.05, "EMA rate of the momentum key encoder (in the agent also the critic's "
