@@ -61,47 +61,47 @@ from curlrl.augment import center_crop, random_crop
 from curlrl.contrastive import CurlHead
 from curlrl.ema import ema_update
 from curlrl.encoder import EncoderHead, PixelEncoder, orthogonal_init
+from curlrl.options import EncoderConfig, option
 
 ENCODER_ADAM = ("reference", "per_loss", "shared")  # layouts of the encoder's Adam states
 CAPTURE = ("off", "compile", "cudagraphs")          # how the networks run: eager or compiled
 
 
 @dataclass
-class AgentConfig:
-    """Hyperparameters of :class:`CurlSacAgent`; defaults are CURL's (paper Table 3)."""
+class AgentConfig(EncoderConfig):
+    """Hyperparameters of :class:`CurlSacAgent`; defaults are CURL's (paper Table 3).
 
-    crop_size: int = 84              # random crop (train) / centre crop (act) of the rendered frames
-    feature_dim: int = 50            # encoder output size
-    num_layers: int = 4              # conv layers, first stride 2
-    num_filters: int = 32            # channels per conv layer
-    encoder_tanh: bool = False       # tanh after LayerNorm (paper text) vs none (reference code)
-    hidden_dim: int = 1024           # actor and Q MLP width
-    discount: float = 0.99           # gamma
-    init_temperature: float = 0.1    # initial SAC alpha
-    alpha_lr: float = 1e-4           # temperature learning rate
-    alpha_beta: float = 0.5          # Adam beta1 for the temperature
-    actor_lr: float = 1e-3           # 2e-4 for cheetah-run
-    actor_beta: float = 0.9          # Adam beta1, actor
-    critic_lr: float = 1e-3          # Q MLPs; 2e-4 for cheetah-run
-    critic_beta: float = 0.9         # Adam beta1, critic and encoder
-    encoder_lr: float = 1e-3         # CURL step on the encoder (at 2x, see the module docstring); 2e-4 for cheetah-run
-    curl_lr: float | None = None     # bilinear W; None: encoder_lr, as the reference
-    critic_tau: float = 0.01         # EMA rate of the target Q MLPs
-    encoder_tau: float = 0.05        # EMA rate of the target / momentum key encoder
-    actor_update_every: int = 2      # actor and alpha step every N updates
-    target_update_every: int = 2     # EMA target update every N updates
-    log_std_min: float = -10.0       # actor log-std range
-    log_std_max: float = 2.0
-    curl: bool = True                # contrastive auxiliary loss; false = pixel SAC + crop (RAD-like)
-    update_mode: str = "exact"       # "exact" (the reference's update) or "fused" (faster variant)
-    encoder_adam: str = "reference"  # Adam states on the encoder: "reference" (default), "per_loss",
-                                     # "shared" (variants); see the module docstring
-    channels_last: bool = True       # NHWC conv memory layout (faster on CPU)
-    amp: str = "off"                 # "bf16": conv trunks under bfloat16 autocast (for GPUs; the rest
-                                     # stays float32); "off": float32 throughout
-    capture: str = "off"             # "compile": torch.compile every network (fewer, fused kernels);
-                                     # "cudagraphs": compile + CUDA graphs (mode reduce-overhead, CUDA
-                                     # only); "off": eager. Same math as eager (tested on the CPU)
+    The encoder and CURL fields (crop_size ... target_update_every) are
+    :class:`curlrl.options.EncoderConfig`'s, shared with offline pretraining."""
+
+    hidden_dim: int = option(1024, "width of the actor and Q MLPs", check="> 0")
+    discount: float = option(0.99, "discount gamma", check="in [0, 1)")
+    init_temperature: float = option(0.1, "initial SAC temperature alpha", check="> 0")
+    alpha_lr: float = option(1e-4, "Adam learning rate of the temperature", check="> 0")
+    alpha_beta: float = option(0.5, "Adam beta1 of the temperature", check="in [0, 1)")
+    actor_lr: float = option(1e-3, "Adam learning rate of the actor (CURL: 2e-4 for cheetah-run)", check="> 0")
+    actor_beta: float = option(0.9, "Adam beta1 of the actor", check="in [0, 1)")
+    critic_lr: float = option(1e-3, "Adam learning rate of the Q MLPs, and of the critic gradient on the encoder "
+                                    "with encoder_adam=reference (CURL: 2e-4 for cheetah-run)", check="> 0")
+    critic_beta: float = option(0.9, "Adam beta1 of the critic and of the encoder", check="in [0, 1)")
+    critic_tau: float = option(0.01, "EMA rate of the target Q MLPs", check="in (0, 1]")
+    actor_update_every: int = option(2, "actor and temperature step every N updates", check="> 0")
+    log_std_min: float = option(-10.0, "lower bound of the actor's log standard deviation")
+    log_std_max: float = option(2.0, "upper bound of the actor's log standard deviation")
+    curl: bool = option(True, "contrastive auxiliary loss; false: pixel SAC + random crop (RAD-like). Reports "
+                              "name the algorithm by it (curl, pixel_sac_crop) rather than compare it with the "
+                              "paper", compare=False)
+    update_mode: str = option("exact", "exact: the reference's update; fused: a faster variant that sums the "
+                                       "critic and CURL losses (needs encoder_adam=shared; agents/curl_sac.py)",
+                              choices=("fused", "exact"))
+    encoder_adam: str = option("reference", "Adam states on the encoder: reference (the default, CURL's), per_loss "
+                                            "or shared (variants; agents/curl_sac.py)", choices=ENCODER_ADAM)
+    channels_last: bool = option(True, "NHWC conv memory layout (faster on CPU); same math", operational=True)
+    amp: str = option("off", "bf16: conv trunks under bfloat16 autocast (for GPUs; the rest stays float32); "
+                             "off: float32 throughout", choices=("off", "bf16"))
+    capture: str = option("off", "how the networks run: off (eager), compile (torch.compile every network: fewer, "
+                                 "fused kernels) or cudagraphs (compile + CUDA graphs, mode reduce-overhead; CUDA "
+                                 "only). Same math as eager (tested on the CPU)", choices=CAPTURE, operational=True)
 
 
 class CurlSacAgent:
@@ -140,7 +140,8 @@ class CurlSacAgent:
         # The actor sees the critic's conv features (tied weights, detached) through its own head.
         self.actor_head = EncoderHead(self.encoder.conv_dim, cfg.feature_dim, cfg.encoder_tanh).to(self.device)
         self.actor_head.apply(orthogonal_init)  # as the reference initialises its whole actor
-        self.actor = Actor(cfg.feature_dim, action_dim, cfg.hidden_dim, cfg.log_std_min, cfg.log_std_max).to(self.device)
+        self.actor = Actor(cfg.feature_dim, action_dim, cfg.hidden_dim, cfg.log_std_min,
+                           cfg.log_std_max).to(self.device)
         self.q = TwinQ(cfg.feature_dim, action_dim, cfg.hidden_dim).to(self.device)
         self.encoder_target = copy.deepcopy(self.encoder).requires_grad_(False)
         self.q_target = copy.deepcopy(self.q).requires_grad_(False)

@@ -86,3 +86,128 @@ def test_bad_config_files(tmp_path):
 def test_overrides_parse_yaml_scalars():
     assert parse_overrides(["a=1", "b=0.5", "c=true", "d=cpu", "e=1e-3"]) == dict(a=1, b=0.5, c=True, d="cpu", e="1e-3")
     assert TrainConfig().env_steps == 100_000
+
+
+# -- the declarative schema: help, checks and flags beside each field ------------------------
+
+def _config_classes():
+    from curlrl.jobs.pretrain import PretrainConfig
+    return [TrainConfig, PretrainConfig]
+
+
+@pytest.mark.parametrize("cls", _config_classes(), ids=lambda c: c.__name__)
+def test_every_field_has_help_text(cls):
+    import dataclasses
+    missing = [f.name for f in dataclasses.fields(cls) if not str(f.metadata.get("help", "")).strip()]
+    assert not missing, f"{cls.__name__} fields without help: {missing}"
+
+
+def test_shared_fields_are_declared_once():
+    import dataclasses
+    from curlrl.agents import AgentConfig
+    from curlrl.jobs.pretrain import PretrainConfig
+    from curlrl.options import EncoderConfig
+    encoder = {f.name for f in dataclasses.fields(EncoderConfig)}
+    assert encoder == {"crop_size", "feature_dim", "num_layers", "num_filters", "encoder_tanh", "encoder_lr",
+                       "curl_lr", "encoder_tau", "target_update_every"}
+    assert issubclass(AgentConfig, EncoderConfig) and issubclass(PretrainConfig, EncoderConfig)
+    # each job keeps its own curl_lr default: the agent's None means "= encoder_lr"
+    assert AgentConfig().curl_lr is None and PretrainConfig().curl_lr == 1e-3
+    runtime = {"seed", "device", "threads"}
+    assert all(runtime <= {f.name for f in dataclasses.fields(c)} for c in (TrainConfig, PretrainConfig))
+
+
+# The list report.py kept by hand before the schema (less curl, which names the algorithm).
+OPERATIONAL = {"task", "seed", "device", "threads", "env_steps", "eval_every", "checkpoint_every", "save_replay",
+               "video", "log_every_updates", "channels_last", "replay_compress", "replay_storage", "capture"}
+
+
+def test_operational_and_resumable_keys():
+    from curlrl.jobs.config import compared_keys, operational_keys, resumable_keys
+    assert operational_keys() == OPERATIONAL
+    assert compared_keys() == set(TrainConfig.__dataclass_fields__) - OPERATIONAL - {"curl"}
+    assert resumable_keys() == {"env_steps", "threads", "device", "seed", "task"}
+
+
+@pytest.mark.parametrize("override,match", [
+    (["discount=1.0"], "'discount' must be in \\[0, 1\\), got 1.0"),
+    (["critic_tau=0"], "'critic_tau' must be in \\(0, 1\\], got 0.0"),
+    (["threads=-1"], "'threads' must be >= 0, got -1"),
+    (["hidden_dim=0"], "'hidden_dim' must be > 0, got 0"),
+    (["actor_lr=-1e-3"], "'actor_lr' must be > 0, got -0.001"),
+    (["curl_lr=0"], "'curl_lr' must be > 0"),
+    (["batch_size=true"], "'batch_size' must be int, got True"),   # bool is not an int
+    (["batch_size=1e2"], "'batch_size' must be int"),              # 1e5 style only for step counts
+    (["device=cuda:x"], "'device' must be auto, cpu, cuda or cuda:N, got 'cuda:x'"),
+    (["log_std_min=3"], "'log_std_min' must be < 'log_std_max'"),
+    (["crop_size=8"], "'crop_size' \\(8\\) is too small for 4 conv layers"),
+])
+def test_declared_checks_name_the_key(override, match):
+    with pytest.raises(ConfigError, match=match):
+        resolve("cartpole-swingup", overrides=override)
+
+
+def test_types_follow_the_annotations():
+    cfg = resolve("cartpole-swingup", overrides=["env_steps=2e4", "actor_lr=1e-3", "alpha_lr=1", "curl_lr=null",
+                                                 "device=cuda:1", "init_steps=null"])
+    assert cfg.env_steps == 20000 and isinstance(cfg.env_steps, int)
+    assert cfg.actor_lr == pytest.approx(1e-3) and isinstance(cfg.alpha_lr, float)
+    assert cfg.curl_lr == cfg.encoder_lr and cfg.init_steps == 8000 and cfg.device == "cuda:1"
+
+
+def test_validate_checks_a_config_built_in_python():
+    from curlrl.jobs.config import validate
+    with pytest.raises(ConfigError, match="'batch_size' must be int"):
+        validate(TrainConfig(batch_size="big"))
+    with pytest.raises(ConfigError, match="'frame_stack' must be > 0, got 0"):
+        validate(TrainConfig(frame_stack=0))
+
+
+def test_pretrain_config_goes_through_the_same_checks():
+    from curlrl.jobs.pretrain import resolve as pretrain_resolve
+    with pytest.raises(ConfigError, match="'curl_lr' must be float"):  # no None rule in pretraining
+        pretrain_resolve("data", ["curl_lr=null"])
+    with pytest.raises(ConfigError, match="'holdout' must be in \\[0, 1\\), got 1.0"):
+        pretrain_resolve("data", ["holdout=1"])
+    with pytest.raises(ConfigError, match="'crop_size' \\(8\\) is too small for 4 conv layers"):
+        pretrain_resolve("data", ["crop_size=8"])
+    assert pretrain_resolve("data", ["steps=1e3"]).steps == 1000
+
+
+def test_config_command_prints_yaml_or_explains_every_key(capsys):
+    import dataclasses
+
+    import yaml
+
+    from curlrl.cli import main
+    args = ["config", "cartpole-swingup", "batch_size=128"]
+    assert main(args) == 0
+    plain = capsys.readouterr().out
+    resolved = dataclasses.asdict(resolve("cartpole-swingup", overrides=["batch_size=128"]))
+    assert yaml.safe_load(plain) == resolved and "#" not in plain
+    assert main(args + ["--explain"]) == 0
+    explained = capsys.readouterr().out
+    assert yaml.safe_load(explained) == resolved  # the comments are YAML comments
+    lines = explained.splitlines()
+    for f in dataclasses.fields(TrainConfig):
+        value_line = next(i for i, line in enumerate(lines) if line.startswith(f"{f.name}:"))
+        start = max(i for i in range(value_line) if lines[i].startswith(f"# {f.name} ("))
+        comment = " ".join(line.lstrip("# ") for line in lines[start:value_line])
+        meaning = comment.split("): ", 1)[1]
+        assert meaning.strip(), f.name
+        assert ("operational" in comment.split("): ", 1)[0]) == (f.name in OPERATIONAL), f.name
+
+
+def test_options_module_is_pure_data_for_the_core():
+    import subprocess
+    import sys
+    code = ("import sys\n"
+            "class Block:\n"
+            "    def find_spec(self, name, path=None, target=None):\n"
+            "        if name.split('.')[0] in {'torch', 'numpy', 'yaml', 'gymnasium', 'dm_control'}:\n"
+            "            raise ImportError('blocked: ' + name)\n"
+            "sys.meta_path.insert(0, Block())\n"
+            "import curlrl.options\n"
+            "assert not any(m.startswith(('curlrl.agents', 'curlrl.jobs')) for m in sys.modules)\n")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr

@@ -77,7 +77,10 @@ def _config(args: argparse.Namespace) -> int:
     from curlrl.jobs import config as config_mod
 
     cfg = config_mod.resolve(args.task, args.config, args.overrides)
-    print(yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False), end="")
+    if args.explain:
+        print(config_mod.explain(cfg), end="")
+    else:
+        print(yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False), end="")
     return 0
 
 
@@ -100,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "(agent steps x action_repeat). Example: curlrl train cartpole-swingup "
                                    "batch_size=128 env_steps=20000")
     p.add_argument("task", nargs="?", help="DOMAIN-TASK, e.g. cartpole-swingup (optional with --resume)")
-    p.add_argument("overrides", nargs="*", help="config overrides key=value (see `curlrl config TASK`)")
+    p.add_argument("overrides", nargs="*", help="config overrides key=value (see `curlrl config TASK --explain`)")
     p.add_argument("--config", help="YAML file of config keys, applied after configs/<task>.yaml")
     p.add_argument("--run-dir", help="run directory (default runs/<task>/seed<seed>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its last checkpoint")
@@ -110,6 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("task", nargs="?", help="DOMAIN-TASK, e.g. cartpole-swingup")
     p.add_argument("overrides", nargs="*", help="config overrides key=value")
     p.add_argument("--config", help="YAML file of config keys, applied after configs/<task>.yaml")
+    p.add_argument("--explain", action="store_true",
+                   help="comment every key with its type, checks and meaning; mark the operational keys")
     p.set_defaults(func=_config, positional="task", positional_missing="a TASK is required (e.g. cartpole-swingup)")
 
     p = sub.add_parser("eval", help="evaluate a run's latest checkpoint and write a video")

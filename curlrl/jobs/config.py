@@ -1,12 +1,20 @@
 """Typed training configuration: dataclass defaults <- YAML files <- ``key=value`` overrides.
 
-Every key is checked: an unknown key (with a suggestion), a value of the wrong type or
-an impossible value raises :class:`ConfigError` naming the key.
+Every field is declared once, with its help text and checks beside it
+(:func:`curlrl.options.option`); this module is the engine that reads those
+declarations. Every key is checked: an unknown key (with a suggestion), a value of the
+wrong type or an impossible value raises :class:`ConfigError` naming the key.
 """
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
+import operator
+import re
+import textwrap
+import types
+import typing
 from dataclasses import dataclass, fields
 from importlib import resources
 from pathlib import Path
@@ -14,57 +22,88 @@ from typing import Any
 
 import yaml
 
-from curlrl.agents.curl_sac import CAPTURE, ENCODER_ADAM, AgentConfig
+from curlrl.agents.curl_sac import AgentConfig
 from curlrl.errors import ConfigError
+from curlrl.options import EncoderConfig, option
 
 
 @dataclass
-class TrainConfig(AgentConfig):
+class RuntimeConfig:
+    """Where and how a job runs: the fields every job (train, pretrain) shares."""
+
+    seed: int = option(0, "seeds every random source of the run: network init, environments or data sampling, "
+                          "replay and crops", operational=True, resumable=True)
+    device: str = option("auto", "torch device: auto (cuda if available), cpu, cuda or cuda:N",
+                         pattern=r"auto|cpu|cuda|cuda:\d+|mps", must="auto, cpu, cuda or cuda:N",
+                         operational=True, resumable=True)
+    threads: int = option(0, "torch CPU threads; 0: all cores", check=">= 0", operational=True, resumable=True)
+
+
+@dataclass
+class TrainConfig(RuntimeConfig, AgentConfig):
     """Everything a training run needs. All ``*_steps`` / ``*_every`` counts are
     **environment steps** (physics steps after action repeat), like the paper's 100k/500k.
     One agent step = ``action_repeat`` env steps = at most one update."""
 
-    task: str = "cartpole-swingup"   # dm_control suite DOMAIN-TASK
-    seed: int = 0                    # seeds torch, numpy, envs, replay and crops
-    device: str = "auto"             # "auto" (cuda if available), "cpu", "cuda", "cuda:1"
-    threads: int = 0                 # torch CPU threads; 0 = all cores
-    env_steps: int = 100_000         # training budget
-    init_steps: int | None = None    # random-action seed phase before updates begin; None: 1000 agent
-                                     # steps (1000 x action_repeat env steps), the paper's for every task
-    action_repeat: int = 4           # env steps per agent step (per task: 8 cartpole, 2 finger/walker, 4 others)
-    image_size: int = 100            # rendered frame size before the crop
-    frame_stack: int = 3             # frames per observation (3 -> 9 channels)
-    batch_size: int = 512            # paper setting; 128 in the reference run script and on CPU
-    replay_capacity: int = 100_000   # transitions
-    replay_storage: str = "auto"     # where frames live and batches are built: "host" (RAM, numpy; the agent
-                                     # copies each batch to its device), "device" (uint8 frames on the run's
-                                     # device, 30 KB per transition at 100x100: 100k ~ 3 GB of GPU memory;
-                                     # indices drawn and stacks gathered there), "auto": device on CUDA, else host
-    replay_compress: bool = True     # host storage only: LZ4-compress stored frames (lossless): less RAM for a
-                                     # little decompression per batch (figures: benchmarks/README.md); device
-                                     # storage keeps raw frames and ignores it
-    eval_every: int = 10_000         # evaluate at every multiple of this (and at 0 and at the end)
-    eval_episodes: int = 10          # deterministic (mean-action) episodes per evaluation
-    checkpoint_every: int = 10_000   # checkpoint at the first episode end at or after each multiple
-    save_replay: bool = True         # store the replay with checkpoints for an exact resume
-    video: bool = True               # write an mp4 of the first episode of each evaluation
-    log_every_updates: int = 0       # also log update metrics every N updates (0: once per episode)
-    encoder_init: str = ""           # start the critic encoder from an exported .safetensors (curlrl export)
-    freeze_conv: bool = False        # keep the conv trunk fixed (ATC-style); only heads and MLPs learn
+    task: str = option("cartpole-swingup", "dm_control suite task, DOMAIN-TASK", operational=True, resumable=True)
+    env_steps: int = option(100_000, "training budget in env steps", check="> 0", operational=True, resumable=True)
+    init_steps: int | None = option(
+        None, "env steps of random actions before updates begin; None: 1000 agent steps (1000 x action_repeat "
+              "env steps), the paper's for every task", check=">= 0")
+    action_repeat: int = option(4, "env steps per agent step (CURL: 8 cartpole, 2 finger and walker, 4 others)",
+                                check="> 0")
+    image_size: int = option(100, "side of the rendered square frames, before the crop", check="> 0")
+    frame_stack: int = option(3, "frames per observation (3 -> 9 channels)", check="> 0")
+    batch_size: int = option(512, "transitions per update: the paper's setting; 128 in the reference run script "
+                                  "and on CPU", check="> 0")
+    replay_capacity: int = option(100_000, "transitions the replay keeps", check="> 0")
+    replay_storage: str = option(
+        "auto", "where frames live and batches are built: host (RAM, numpy; the agent copies each batch to its "
+                "device), device (uint8 frames on the run's device, 30 KB per transition at 100x100: 100k ~ 3 GB "
+                "of GPU memory; indices drawn and stacks gathered there), auto: device on CUDA, else host",
+        choices=("auto", "host", "device"), must="auto, host or device", operational=True)
+    replay_compress: bool = option(
+        True, "host storage only: LZ4-compress stored frames (lossless): less RAM for a little decompression per "
+              "batch (figures: benchmarks/README.md); device storage keeps raw frames and ignores it",
+        operational=True)
+    eval_every: int = option(10_000, "evaluate at every multiple of this many env steps (and at 0 and at the end)",
+                             check="> 0", operational=True)
+    eval_episodes: int = option(10, "deterministic (mean-action) episodes per evaluation", check=">= 0")
+    checkpoint_every: int = option(10_000, "checkpoint at the first episode end at or after each multiple of "
+                                           "this many env steps", check="> 0", operational=True)
+    save_replay: bool = option(True, "store the replay with checkpoints for an exact resume", operational=True)
+    video: bool = option(True, "write an mp4 of the first episode of each evaluation", operational=True)
+    log_every_updates: int = option(0, "also log update metrics every N updates (0: once per episode)",
+                                    check=">= 0", operational=True)
+    encoder_init: str = option("", "start the critic encoder from an exported .safetensors encoder (curlrl "
+                                   "export); empty: random init")
+    freeze_conv: bool = option(False, "keep the conv trunk fixed (ATC-style); only heads and MLPs learn")
 
 
-_FIELD_TYPES = {f.name: f.type for f in fields(TrainConfig)}
-_TYPES = {"int": int, "float": float, "bool": bool, "str": str}
 SEED_AGENT_STEPS = 1000              # the paper's random-action phase, in agent steps
+_TYPES = (int, float, bool, str)
+_COMPARE = {">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le}
+_INTERVAL = re.compile(r"in ([\[(])(\S+), (\S+)([\])])")
 
 
-def _check_type(key: str, value: Any, field_types: dict[str, Any] = _FIELD_TYPES) -> Any:
-    declared = field_types[key]
-    if isinstance(declared, str) and declared.endswith(" | None"):
-        if value is None:  # "null" in YAML: the field's documented default rule
-            return None
-        declared = declared[:-len(" | None")]
-    want = _TYPES[declared] if isinstance(declared, str) else declared
+@functools.cache
+def _field_types(cls: type) -> dict[str, Any]:
+    """``{key: declared type}`` of a config dataclass, annotations resolved (``int | None`` included)."""
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in fields(cls)}
+
+
+def _check_type(key: str, value: Any, declared: Any) -> Any:
+    """``value`` as the ``declared`` type (YAML's ``1e-3`` strings read as numbers, ``1e5`` as an
+    int for step counts), or a :class:`ConfigError` naming the key."""
+    if typing.get_origin(declared) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(declared) if a is not type(None)]
+        if value is None and len(args) < len(typing.get_args(declared)):
+            return None  # "null" in YAML: the field's documented default rule
+        (declared,) = args
+    want = declared
+    if want not in _TYPES:
+        raise TypeError(f"config key {key!r} is declared {want!r}; config types are {_TYPES}")
     if want in (int, float) and isinstance(value, str):
         try:  # YAML reads 1e-3 (no dot) as a string
             value = float(value)
@@ -79,9 +118,9 @@ def _check_type(key: str, value: Any, field_types: dict[str, Any] = _FIELD_TYPES
     return value
 
 
-def _check_key(key: str, field_types: dict[str, Any] = _FIELD_TYPES) -> None:
-    if key not in field_types:
-        close = difflib.get_close_matches(key, list(field_types), n=1)
+def _check_key(key: str, known: Any) -> None:
+    if key not in known:
+        close = difflib.get_close_matches(key, list(known), n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise ConfigError(f"unknown config key {key!r}{hint}")
 
@@ -91,11 +130,11 @@ def apply(cfg: Any, values: dict[str, Any], source: str) -> Any:
     each key and type checked."""
     if not isinstance(values, dict):
         raise ConfigError(f"{source}: expected a mapping of config keys, got {type(values).__name__}")
-    field_types = {f.name: f.type for f in fields(cfg)}
+    field_types = _field_types(type(cfg))
     updates = {}
     for key, value in values.items():
         _check_key(str(key), field_types)
-        updates[key] = _check_type(key, value, field_types)
+        updates[key] = _check_type(key, value, field_types[key])
     return dataclasses.replace(cfg, **updates)
 
 
@@ -131,49 +170,65 @@ def task_config(task: str) -> dict[str, Any]:
     return load_yaml(str(res)) if res.is_file() else {}
 
 
+def _holds(check: str, value: Any) -> bool:
+    """Whether ``value`` meets a declared ``check`` ("> 0", ">= 2", "in (0, 1]", ...)."""
+    interval = _INTERVAL.fullmatch(check)
+    if interval:
+        lo_bracket, lo, hi, hi_bracket = interval.groups()
+        above = value > float(lo) if lo_bracket == "(" else value >= float(lo)
+        below = value < float(hi) if hi_bracket == ")" else value <= float(hi)
+        return above and below
+    op, _, bound = check.partition(" ")
+    if op not in _COMPARE:
+        raise ValueError(f"unknown config check {check!r}")
+    return _COMPARE[op](value, float(bound))
+
+
+def _must(meta: dict[str, Any]) -> str:
+    if meta["must"]:
+        return meta["must"]
+    choices = meta["choices"]
+    if len(choices) == 2:
+        return f"{choices[0]!r} or {choices[1]!r}"
+    return "one of " + ", ".join(map(str, choices))
+
+
+def check_fields(cfg: Any) -> Any:
+    """Check every field of a config dataclass against its declaration (type, ``check``,
+    ``choices``, ``pattern``); return ``cfg`` with its values as the declared types."""
+    cfg = apply(cfg, {f.name: getattr(cfg, f.name) for f in fields(cfg)}, "config")
+    for f in fields(cfg):
+        value, meta = getattr(cfg, f.name), f.metadata
+        if value is None or not meta:
+            continue
+        if meta["check"] and not _holds(meta["check"], value):
+            raise ConfigError(f"config key {f.name!r} must be {meta['check']}, got {value}")
+        if (meta["choices"] and value not in meta["choices"]) or \
+                (meta["pattern"] and not re.fullmatch(meta["pattern"], value)):
+            raise ConfigError(f"config key {f.name!r} must be {_must(meta)}, got {value!r}")
+    return cfg
+
+
+def check_encoder(cfg: EncoderConfig) -> None:
+    """Cross-field checks of the encoder fields (any config that has them)."""
+    if cfg.crop_size < 2 * cfg.num_layers + 3:
+        raise ConfigError(f"config key 'crop_size' ({cfg.crop_size}) is too small for {cfg.num_layers} conv layers")
+
+
 def validate(cfg: TrainConfig) -> TrainConfig:
     """Fill the fields left to a rule (``None``), then reject impossible values, naming the key."""
     if cfg.init_steps is None:
         cfg = dataclasses.replace(cfg, init_steps=SEED_AGENT_STEPS * cfg.action_repeat)
     if cfg.curl_lr is None:
         cfg = dataclasses.replace(cfg, curl_lr=cfg.encoder_lr)
-    positive = ["env_steps", "action_repeat", "image_size", "frame_stack", "batch_size", "replay_capacity",
-                "eval_every", "checkpoint_every", "crop_size", "feature_dim", "num_layers", "num_filters",
-                "hidden_dim", "actor_update_every", "target_update_every"]
-    for key in positive:
-        if getattr(cfg, key) <= 0:
-            raise ConfigError(f"config key {key!r} must be > 0, got {getattr(cfg, key)}")
-    for key in ["init_steps", "eval_episodes", "threads", "log_every_updates"]:
-        if getattr(cfg, key) < 0:
-            raise ConfigError(f"config key {key!r} must be >= 0, got {getattr(cfg, key)}")
-    for key in ["critic_tau", "encoder_tau"]:
-        if not 0.0 < getattr(cfg, key) <= 1.0:
-            raise ConfigError(f"config key {key!r} must be in (0, 1], got {getattr(cfg, key)}")
-    for key in ["discount", "actor_beta", "critic_beta", "alpha_beta"]:
-        if not 0.0 <= getattr(cfg, key) < 1.0:
-            raise ConfigError(f"config key {key!r} must be in [0, 1), got {getattr(cfg, key)}")
-    for key in ["actor_lr", "critic_lr", "encoder_lr", "curl_lr", "alpha_lr", "init_temperature"]:
-        if getattr(cfg, key) <= 0:
-            raise ConfigError(f"config key {key!r} must be > 0, got {getattr(cfg, key)}")
+    cfg = check_fields(cfg)
     if cfg.crop_size > cfg.image_size:
         raise ConfigError(f"config key 'crop_size' ({cfg.crop_size}) must be <= image_size ({cfg.image_size})")
-    if cfg.crop_size < 2 * cfg.num_layers + 3:
-        raise ConfigError(f"config key 'crop_size' ({cfg.crop_size}) is too small for {cfg.num_layers} conv layers")
+    check_encoder(cfg)
     for key in ["env_steps", "eval_every", "init_steps", "checkpoint_every"]:
         if getattr(cfg, key) % cfg.action_repeat:
             raise ConfigError(f"config key {key!r} ({getattr(cfg, key)}) must be a multiple of "
                               f"action_repeat ({cfg.action_repeat}): env steps advance by action_repeat")
-    if cfg.update_mode not in ("fused", "exact"):
-        raise ConfigError(f"config key 'update_mode' must be 'fused' or 'exact', got {cfg.update_mode!r}")
-    if cfg.encoder_adam not in ENCODER_ADAM:
-        raise ConfigError(f"config key 'encoder_adam' must be one of {', '.join(ENCODER_ADAM)}, "
-                          f"got {cfg.encoder_adam!r}")
-    if cfg.replay_storage not in ("auto", "host", "device"):
-        raise ConfigError(f"config key 'replay_storage' must be auto, host or device, got {cfg.replay_storage!r}")
-    if cfg.amp not in ("off", "bf16"):
-        raise ConfigError(f"config key 'amp' must be 'off' or 'bf16', got {cfg.amp!r}")
-    if cfg.capture not in CAPTURE:
-        raise ConfigError(f"config key 'capture' must be one of {', '.join(CAPTURE)}, got {cfg.capture!r}")
     if cfg.capture == "cudagraphs" and cfg.device == "cpu":
         raise ConfigError("config key 'capture' = 'cudagraphs' needs a CUDA device (device=cuda or auto)")
     if cfg.update_mode == "fused" and cfg.curl and cfg.encoder_adam != "shared":
@@ -181,10 +236,56 @@ def validate(cfg: TrainConfig) -> TrainConfig:
                           f"and CURL losses into one gradient), got encoder_adam={cfg.encoder_adam}")
     if cfg.log_std_min >= cfg.log_std_max:
         raise ConfigError("config keys 'log_std_min' must be < 'log_std_max'")
-    dev = cfg.device
-    if not (dev in ("auto", "cpu", "cuda") or dev.startswith("cuda:") or dev == "mps"):
-        raise ConfigError(f"config key 'device' must be auto, cpu, cuda or cuda:N, got {dev!r}")
     return cfg
+
+
+def _keys(cls: type, flag: str) -> frozenset[str]:
+    return frozenset(f.name for f in fields(cls) if f.metadata.get(flag))
+
+
+def operational_keys(cls: type = TrainConfig) -> frozenset[str]:
+    """Keys that do not change what a run learns at a given env step (task, seed, device,
+    budget, cadence, logging, memory layout)."""
+    return _keys(cls, "operational")
+
+
+def compared_keys(cls: type = TrainConfig) -> frozenset[str]:
+    """Keys a report compares with the paper's setting: all but the operational ones and
+    ``curl``, which names the algorithm instead."""
+    return _keys(cls, "compare")
+
+
+def resumable_keys(cls: type = TrainConfig) -> frozenset[str]:
+    """Keys a resumed or re-planned run may change; a difference in any other key from the
+    saved config is worth reporting (the run keeps its saved value)."""
+    return _keys(cls, "resumable")
+
+
+def _type_name(declared: Any) -> str:
+    args = typing.get_args(declared)
+    return " | ".join("None" if a is type(None) else a.__name__ for a in args) if args else declared.__name__
+
+
+def explain(cfg: Any, width: int = 88) -> str:
+    """The resolved config as YAML, each key under a comment giving its type, checks and
+    meaning; operational keys are marked. Loading the text back gives :func:`to_dict`."""
+    types_ = _field_types(type(cfg))
+    lines = ["# Each key's type, checks and meaning are in the comment above it. operational: does not",
+             "# change what a run learns at a given env step (reports do not compare it with the paper)."]
+    for f in fields(cfg):
+        meta = f.metadata
+        facts = [_type_name(types_[f.name])]
+        if meta.get("check"):
+            facts.append(meta["check"])
+        if meta.get("choices") or meta.get("pattern"):
+            facts.append(_must(meta))
+        if meta.get("operational"):
+            facts.append("operational")
+        lines.append("")
+        lines.extend(textwrap.wrap(f"{f.name} ({'; '.join(facts)}): {meta.get('help', '')}", width,
+                                   initial_indent="# ", subsequent_indent="#   "))
+        lines.append(yaml.safe_dump({f.name: getattr(cfg, f.name)}, sort_keys=False).rstrip("\n"))
+    return "\n".join(lines) + "\n"
 
 
 def resolve(task: str | None, config_file: str | None = None, overrides: list[str] | None = None,

@@ -30,59 +30,41 @@ from curlrl.encoder import PixelEncoder
 from curlrl.errors import CheckpointError, ConfigError
 from curlrl.jobs import config as config_mod
 from curlrl.jobs.rundir import PRETRAIN_COLUMNS, PRETRAIN_KIND, RunDir, RunWriter
+from curlrl.options import EncoderConfig, option
 
 CHECKPOINT_KIND = PRETRAIN_KIND
 
 
 @dataclass
-class PretrainConfig:
-    """Settings of ``curlrl pretrain``; ``steps`` count gradient updates (not env steps)."""
+class PretrainConfig(config_mod.RuntimeConfig, EncoderConfig):
+    """Settings of ``curlrl pretrain``; ``steps`` count gradient updates (not env steps).
 
-    data_dir: str = ""               # dataset folder (curlrl collect); the positional DATA_DIR
-    seed: int = 0                    # seeds init, sampling and crops
-    device: str = "auto"             # "auto" (cuda if available), "cpu", "cuda", "cuda:1"
-    threads: int = 0                 # torch CPU threads; 0 = all cores
-    steps: int = 2000                # gradient updates
-    batch_size: int = 128            # anchors per update; the other B-1 keys are the negatives
-    frame_stack: int = 3             # frames per input stack (3 -> 9 channels), as the agent
-    crop_size: int = 84              # random crop of the dataset frames (100 -> 84 in CURL)
-    feature_dim: int = 50            # encoder output size
-    num_layers: int = 4              # conv layers, first stride 2
-    num_filters: int = 32            # channels per conv layer
-    encoder_tanh: bool = False       # tanh after LayerNorm
-    encoder_lr: float = 1e-3         # Adam lr of the encoder (CURL's encoder_lr)
-    curl_lr: float = 1e-3            # Adam lr of the bilinear W
-    encoder_tau: float = 0.05        # EMA rate of the momentum key encoder (CURL: 0.05)
-    target_update_every: int = 2     # key-encoder EMA every N updates (CURL: 2)
-    positive: str = "augment"        # "augment" (CURL) or "temporal" (ATC)
-    temporal_offset: int = 3         # positive = stack k agent steps later (positive=temporal)
-    holdout: float = 0.2             # fraction of episodes left out (the probe's held-out split)
-    split_seed: int = 0              # seed of the episode split (same default as the probe)
-    log_every: int = 50              # CSV/TensorBoard row every N updates (mean over them)
-    checkpoint_every: int = 500      # checkpoint every N updates (and at the end)
+    The encoder and CURL fields are :class:`curlrl.options.EncoderConfig`'s (the agent's),
+    the runtime fields (seed, device, threads) :class:`curlrl.jobs.config.RuntimeConfig`'s."""
+
+    curl_lr: float = option(1e-3, "Adam learning rate of the bilinear W of the InfoNCE logits (pretraining's "
+                                  "default, 1e-3; the agent's None means encoder_lr)", check="> 0")
+    data_dir: str = option("", "dataset folder (made by curlrl collect)")
+    steps: int = option(2000, "gradient updates", check="> 0", operational=True)
+    batch_size: int = option(128, "anchors per update; the other B-1 keys are the negatives", check=">= 2")
+    frame_stack: int = option(3, "frames per input stack (3 -> 9 channels), as the agent", check="> 0")
+    positive: str = option("augment", "augment: the anchor's own stack under another random crop (CURL); "
+                                      "temporal: the stack temporal_offset agent steps later (ATC)",
+                           choices=("augment", "temporal"))
+    temporal_offset: int = option(3, "positive = the stack this many agent steps later (positive=temporal)",
+                                  check="> 0")
+    holdout: float = option(0.2, "fraction of episodes left out (the probe's held-out split)", check="in [0, 1)")
+    split_seed: int = option(0, "seed of the episode split (same default as the probe)")
+    log_every: int = option(50, "CSV/TensorBoard row every N updates (mean over them)", check="> 0",
+                            operational=True)
+    checkpoint_every: int = option(500, "checkpoint every N updates (and at the end)", check="> 0",
+                                   operational=True)
 
 
 def validate(cfg: PretrainConfig) -> PretrainConfig:
     """Reject impossible values, naming the key."""
-    for key in ["steps", "batch_size", "frame_stack", "crop_size", "feature_dim", "num_layers", "num_filters",
-                "target_update_every", "temporal_offset", "log_every", "checkpoint_every"]:
-        if getattr(cfg, key) <= 0:
-            raise ConfigError(f"config key {key!r} must be > 0, got {getattr(cfg, key)}")
-    if cfg.batch_size < 2:
-        raise ConfigError("config key 'batch_size' must be >= 2 (the other samples are the negatives)")
-    if cfg.threads < 0:
-        raise ConfigError(f"config key 'threads' must be >= 0, got {cfg.threads}")
-    for key in ["encoder_lr", "curl_lr"]:
-        if getattr(cfg, key) <= 0:
-            raise ConfigError(f"config key {key!r} must be > 0, got {getattr(cfg, key)}")
-    if not 0.0 < cfg.encoder_tau <= 1.0:
-        raise ConfigError(f"config key 'encoder_tau' must be in (0, 1], got {cfg.encoder_tau}")
-    if not 0.0 <= cfg.holdout < 1.0:
-        raise ConfigError(f"config key 'holdout' must be in [0, 1), got {cfg.holdout}")
-    if cfg.positive not in ("augment", "temporal"):
-        raise ConfigError(f"config key 'positive' must be 'augment' or 'temporal', got {cfg.positive!r}")
-    if cfg.crop_size < 2 * cfg.num_layers + 3:
-        raise ConfigError(f"config key 'crop_size' ({cfg.crop_size}) is too small for {cfg.num_layers} conv layers")
+    cfg = config_mod.check_fields(cfg)
+    config_mod.check_encoder(cfg)
     if not cfg.data_dir:
         raise ConfigError("pretrain needs a DATA_DIR (a folder made by `curlrl collect`)")
     return cfg

@@ -25,10 +25,6 @@ from curlrl.jobs.published import PUBLISHED, PUBLISHED_SEEDS, SOURCE, published
 
 SCORE_SCALE = 1000.0          # DMC returns are in [0, 1000]
 DEFAULT_STEPS = (100_000, 500_000)
-# Config keys that do not change what is learned; all others are compared with the paper.
-_OPERATIONAL_KEYS = {"task", "seed", "device", "threads", "env_steps", "eval_every", "checkpoint_every",
-                     "save_replay", "video", "log_every_updates", "curl", "channels_last",
-                     "replay_compress", "replay_storage", "capture"}
 # One row per (run, evaluation): the mean return over its episodes is all a score needs.
 EXPORT_COLUMNS = ["algo", "task", "seed", "env_step", "episodes", "return", "batch_size", "device",
                   "env_steps", "non_paper", "source"]
@@ -87,8 +83,9 @@ def non_paper_settings(cfg: dict[str, Any]) -> list[str]:
     except CurlrlError:
         return [f"task {task!r} has no shipped config to compare with"]
     out = []
+    compared = config_mod.compared_keys()  # all but operational keys and curl (it names the algorithm)
     for key, ref in paper.items():
-        if key in _OPERATIONAL_KEYS:
+        if key not in compared:
             continue
         if key not in cfg:
             out.append(f"{key} not recorded (paper {ref})")

@@ -13,9 +13,6 @@ from curlrl.jobs.bench.results import run_status
 from curlrl.jobs.published import PLANET_TASKS
 from curlrl.jobs.rundir import RunDir
 
-# Keys a resumed run may change; any other difference from the saved config is reported.
-_RESUME_KEYS = {"env_steps", "threads", "device", "seed", "task"}
-
 
 class ArgumentError(ConfigError):
     """A bad argument of :func:`plan`, :func:`parse_seeds` or ``run_bench``, worded for a
@@ -198,7 +195,7 @@ def _config_drift(run_dir: Path, cfg) -> str:
         return ""
     now = config_mod.to_dict(cfg)
     diff = [f"{k}={saved[k]!r} (bench: {now[k]!r})" for k in now
-            if k in saved and k not in _RESUME_KEYS and saved[k] != now[k]]
+            if k in saved and k not in config_mod.resumable_keys() and saved[k] != now[k]]
     return ("keeps its saved config: " + ", ".join(diff)) if diff else ""
 
 
