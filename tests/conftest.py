@@ -24,3 +24,20 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "slow" in item.keywords:
             item.add_marker(skip)
+
+
+# The offline tests' shared fixtures: made once per session (tests/offline_data.py).
+@pytest.fixture(scope="session")
+def dataset(tmp_path_factory):
+    """A small collected cartpole dataset folder."""
+    import offline_data
+
+    return offline_data.shared(tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def train_run(tmp_path_factory):
+    """A tiny real ``curlrl train`` run directory with a checkpoint."""
+    import offline_data
+
+    return offline_data.train_run(tmp_path_factory)

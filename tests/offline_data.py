@@ -1,6 +1,6 @@
 """Small offline datasets made by the project itself, shared by the offline tests.
 
-Each test module wraps :func:`shared` in a session-scoped fixture; the folder lives under
+tests/conftest.py wraps :func:`shared` and :func:`train_run` in session-scoped fixtures; the folder lives under
 pytest's session temp dir, so the episodes are rendered once per session.
 """
 from __future__ import annotations
@@ -29,8 +29,10 @@ def pretrained(tmp_path_factory, data: Path, steps: int = 250) -> Path:
     """A pretrain run on ``data`` (small encoder, augment positives), made once per session."""
     from curlrl.jobs.pretrain import pretrain, resolve
 
+    from curlrl.jobs.rundir import RunDir
+
     run = tmp_path_factory.getbasetemp() / f"pretrain-{steps}"
-    if not (run / "checkpoints" / "latest.pt").exists():
+    if not RunDir(run).has_checkpoint():
         cfg = resolve(str(data), SMALL + [f"steps={steps}", "batch_size=64", "log_every=50"])
         pretrain(cfg, run, quiet=True)
     return run
@@ -39,10 +41,11 @@ def pretrained(tmp_path_factory, data: Path, steps: int = 250) -> Path:
 def train_run(tmp_path_factory) -> Path:
     """A real (tiny) ``curlrl train`` run dir: 2 random-action agent steps, 2 evaluation episodes, a checkpoint."""
     from curlrl.jobs import config as config_mod
+    from curlrl.jobs.rundir import RunDir
     from curlrl.jobs.train import train
 
     run = tmp_path_factory.getbasetemp() / "train-run"
-    if not (run / "checkpoints" / "latest.pt").exists():
+    if not RunDir(run).has_checkpoint():
         cfg = config_mod.resolve(TASK, overrides=TRAIN_SMALL)
         train(cfg, run, quiet=True)
     return run

@@ -16,11 +16,6 @@ import offline_data
 from conftest import HANG_TIMEOUT_S
 
 
-@pytest.fixture(scope="session")
-def dataset(tmp_path_factory):
-    return offline_data.shared(tmp_path_factory)
-
-
 def test_collect_writes_single_frames_state_actions_and_manifest(dataset):
     files = sorted(dataset.glob("*.npz"))
     assert len(files) == offline_data.EPISODES
@@ -132,11 +127,6 @@ def test_a_killed_collect_leaves_only_whole_episodes(dataset, tmp_path):
     (copy / f".episode_{offline_data.EPISODES:05d}.npz.tmp").write_bytes(raw[: len(raw) // 3])
     data = load_dataset(copy)
     assert len(data.names) == offline_data.EPISODES
-
-
-@pytest.fixture(scope="session")
-def train_run(tmp_path_factory):
-    return offline_data.train_run(tmp_path_factory)
 
 
 def test_collect_with_a_policy_repeats_for_a_seed(train_run, tmp_path):

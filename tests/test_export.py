@@ -21,16 +21,6 @@ from conftest import HANG_TIMEOUT_S
 
 
 @pytest.fixture(scope="session")
-def dataset(tmp_path_factory):
-    return offline_data.shared(tmp_path_factory)
-
-
-@pytest.fixture(scope="session")
-def train_run(tmp_path_factory):
-    return offline_data.train_run(tmp_path_factory)
-
-
-@pytest.fixture(scope="session")
 def pretrain_export(tmp_path_factory, dataset):
     """A short pretrain run (shape of the tiny train run: 9x56x56, 2 layers, 16 filters), exported."""
     from curlrl.jobs.pretrain import pretrain, resolve

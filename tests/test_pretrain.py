@@ -19,11 +19,6 @@ from curlrl.jobs.pretrain import Pretrainer, PretrainConfig, pretrain, resolve
 import offline_data
 
 
-@pytest.fixture(scope="session")
-def dataset(tmp_path_factory):
-    return offline_data.shared(tmp_path_factory)
-
-
 def tiny(data, *extra):
     return resolve(str(data), offline_data.SMALL + ["batch_size=16", "log_every=2", "checkpoint_every=3", *extra])
 

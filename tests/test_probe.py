@@ -13,11 +13,6 @@ import offline_data
 
 
 @pytest.fixture(scope="session")
-def dataset(tmp_path_factory):
-    return offline_data.shared(tmp_path_factory)
-
-
-@pytest.fixture(scope="session")
 def pretrained(tmp_path_factory, dataset):
     return offline_data.pretrained(tmp_path_factory, dataset)
 

@@ -157,16 +157,6 @@ def test_global_rng_state_round_trips_through_a_checkpoint(tmp_path):
 # -- real runs: the kinds meet the jobs -------------------------------------------------
 
 @pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-    return offline_data.shared(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def train_run(tmp_path_factory):
-    return offline_data.train_run(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
 def pretrain_run(tmp_path_factory, dataset):
     from curlrl.jobs.pretrain import pretrain, resolve
 
