@@ -211,3 +211,17 @@ def test_options_module_is_pure_data_for_the_core():
             "assert not any(m.startswith(('curlrl.agents', 'curlrl.jobs')) for m in sys.modules)\n")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
+
+
+def test_a_task_named_only_by_an_override_or_a_file_gets_its_own_task_settings(tmp_path):
+    from curlrl.jobs import config
+
+    walker = config.task_config("walker-walk")
+    cfg = config.resolve(None, overrides=["task=walker-walk"])
+    assert cfg.task == "walker-walk" and cfg.action_repeat == walker["action_repeat"] == 2
+    path = tmp_path / "w.yaml"
+    path.write_text("task: walker-walk\n")
+    cfg = config.resolve(None, config_file=str(path))
+    assert cfg.task == "walker-walk" and cfg.action_repeat == 2
+    # the override wins over the file, as for every other key
+    assert config.resolve(None, config_file=str(path), overrides=["task=cartpole-swingup"]).action_repeat == 8

@@ -292,18 +292,24 @@ def resolve(task: str | None, config_file: str | None = None, overrides: list[st
             base: dict[str, Any] | None = None) -> TrainConfig:
     """Build a config: defaults <- ``configs/<task>.yaml`` <- ``config_file`` <- overrides.
 
-    ``base`` (a saved run's config) replaces the first two layers when resuming.
+    ``base`` (a saved run's config) replaces the first two layers when resuming. Without
+    ``task``, the task named last by ``overrides`` or ``config_file`` picks the task layer.
     """
+    file_values = load_yaml(config_file) if config_file else {}
+    override_values = parse_overrides(overrides or [])
     cfg = TrainConfig()
     if base is not None:
         cfg = apply(cfg, base, "saved run config")
     else:
+        for layer in (file_values, override_values):
+            if task is None and isinstance(layer, dict) and isinstance(layer.get("task"), str):
+                cfg = dataclasses.replace(cfg, task=layer["task"])
         if task is not None:
             cfg = dataclasses.replace(cfg, task=task)
         cfg = apply(cfg, task_config(cfg.task), f"configs/{cfg.task}.yaml")
     if config_file:
-        cfg = apply(cfg, load_yaml(config_file), config_file)
-    cfg = apply(cfg, parse_overrides(overrides or []), "command line")
+        cfg = apply(cfg, file_values, config_file)
+    cfg = apply(cfg, override_values, "command line")
     if task is not None and cfg.task != task:
         raise ConfigError(f"config key 'task' ({cfg.task!r}) contradicts the task argument ({task!r})")
     return validate(cfg)

@@ -66,7 +66,8 @@ def validate(cfg: PretrainConfig) -> PretrainConfig:
     cfg = config_mod.check_fields(cfg)
     config_mod.check_encoder(cfg)
     if not cfg.data_dir:
-        raise ConfigError("pretrain needs a DATA_DIR (a folder made by `curlrl collect`)")
+        raise ConfigError("config key 'data_dir' is empty: pretraining needs a dataset folder (one that "
+                          "`curlrl collect` writes)")
     return cfg
 
 

@@ -139,7 +139,7 @@ def _load_export(path: Path, label: str | None) -> list[RunRecord]:
     missing = [c for c in ("algo", "task", "seed", "env_step", "return") if rows and c not in rows[0]]
     if missing:
         raise ReportError(f"{path} is not a curlrl report export (missing columns {missing}); "
-                          f"write one with `curlrl report DIR --export-csv FILE`")
+                          f"an export is what export_csv writes: columns {', '.join(EXPORT_COLUMNS)}")
     runs: dict[tuple, RunRecord] = {}
     try:
         for row in rows:
@@ -353,7 +353,7 @@ def make_report(paths: Sequence[str | Path], out: str | Path, labels: Sequence[s
         last = sorted({r.last_step for r in runs if r.last_step is not None})
         md += [f"**No run has an evaluation at env step {', '.join(map(str, absent))}** "
                f"(last evaluations of the runs: {', '.join(map(str, last[:12]))}{' ...' if len(last) > 12 else ''}). "
-               "Use `--steps` to report other steps.", ""]
+               "Ask for other steps to report them.", ""]
     for step in present:
         md += _per_task_section(algos, tasks, by, step)
         md += _aggregate_section(algos, tasks, by, step, out, reps, seed)
