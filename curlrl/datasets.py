@@ -14,6 +14,10 @@ A dataset is a folder::
 
 Every file is written to a hidden temp file and renamed, so a killed ``collect`` leaves
 only whole episodes (and a manifest that counts them). Loading ignores hidden files.
+
+:func:`load_dataset` also reads outside pixel data (videos, image folders, V-D4RL files)
+through :mod:`curlrl.readers`; those have no true state, and actions/rewards only where the
+source has them.
 """
 from __future__ import annotations
 
@@ -73,18 +77,23 @@ def save_episode(path: Path, pixels: np.ndarray, state: np.ndarray, action: np.n
 class Episodes:
     """A loaded dataset: all episodes' frames concatenated, with episode boundaries.
 
-    ``frames`` (N, 3, H, W) uint8; ``state`` (N, S) float32; ``episode`` (N,) episode
-    index of each frame; ``start`` / ``end`` (E,) first / one-past-last frame index of
-    each episode; ``names`` (E,) file names; ``manifest`` the manifest (or {}).
+    ``frames`` (N, 3, H, W) uint8; ``state`` (N, S) float32, or None when the source has no
+    true state; ``episode`` (N,) episode index of each frame; ``start`` / ``end`` (E,) first /
+    one-past-last frame index of each episode; ``names`` (E,) file names; ``manifest`` the
+    manifest (or, for outside data, its format and resize rule). ``action`` (N, A) and
+    ``reward`` (N,) float32, where the source has them: row f holds the action taken after
+    frame f and the reward for it (NaN on each episode's last frame); otherwise None.
     """
 
     frames: np.ndarray
-    state: np.ndarray
+    state: np.ndarray | None
     episode: np.ndarray
     start: np.ndarray
     end: np.ndarray
     names: list[str]
     manifest: dict
+    action: np.ndarray | None = None
+    reward: np.ndarray | None = None
 
     @property
     def image_size(self) -> int:
@@ -138,9 +147,54 @@ def load_episode(path: Path) -> dict[str, np.ndarray]:
     return arrays
 
 
-def load_dataset(data_dir: str | Path) -> Episodes:
-    """Load every ``*.npz`` episode of ``data_dir``; DatasetError on any problem."""
+def _per_frame(per_transition: list[np.ndarray]) -> np.ndarray:
+    """Per-episode (T, ...) arrays -> one (sum of T+1, ...) array aligned with the frames, the
+    row of each episode's last frame NaN."""
+    rows = [np.concatenate([a.astype(np.float32), np.full((1, *a.shape[1:]), np.nan, np.float32)])
+            for a in per_transition]
+    return np.concatenate(rows)
+
+
+def _assemble(frames: list[np.ndarray], names: list[str], manifest: dict, states=None, actions=None,
+              rewards=None) -> Episodes:
+    lengths = [len(f) for f in frames]
+    end = np.cumsum(lengths)
+    start = end - np.asarray(lengths)
+    episode = np.repeat(np.arange(len(frames)), lengths)
+    return Episodes(np.concatenate(frames), None if states is None else np.concatenate(states), episode, start,
+                    end, names, manifest, None if actions is None else _per_frame(actions),
+                    None if rewards is None else _per_frame(rewards))
+
+
+def load_dataset(data_dir: str | Path, format: str = "auto", image_size: int = 0) -> Episodes:
+    """Load a dataset folder of any format in :data:`curlrl.readers.FORMATS` (``"auto"``:
+    detected from the folder); DatasetError on any problem, naming the file.
+
+    ``image_size`` > 0 brings every frame to that size by :data:`curlrl.readers.RESIZE_RULE`;
+    0 keeps the stored size (outside data must then be square and of one size)."""
+    from curlrl import readers
+
     data_dir = Path(data_dir)
+    fmt = readers.detect_format(data_dir) if format == "auto" else format
+    if fmt not in readers.FORMATS:
+        raise DatasetError(f"dataset format {format!r} is not one of auto, {', '.join(readers.FORMATS)}")
+    if fmt == "curlrl":
+        data = _load_curlrl(data_dir)
+        if image_size and image_size != data.image_size:
+            data.frames = readers.fit_frames(data.frames.transpose(0, 2, 3, 1), image_size)
+            data.manifest = dict(data.manifest, image_size=image_size, resize=readers.RESIZE_RULE)
+        return data
+    episodes = readers.read_episodes(data_dir, fmt, image_size)
+    with_actions = all(e.action is not None for e in episodes)
+    manifest = dict(format=fmt, image_size=int(episodes[0].frames.shape[-1]), resize=readers.RESIZE_RULE,
+                    episodes=len(episodes))
+    return _assemble([e.frames for e in episodes], [e.name for e in episodes], manifest,
+                     actions=[e.action for e in episodes] if with_actions else None,
+                     rewards=[e.reward for e in episodes] if with_actions else None)
+
+
+def _load_curlrl(data_dir: Path) -> Episodes:
+    """Every ``*.npz`` episode of a folder ``curlrl collect`` wrote."""
     if not data_dir.is_dir():
         raise DatasetError(f"dataset directory {data_dir} does not exist")
     paths = sorted(p for p in data_dir.glob("*.npz") if not p.name.startswith("."))
@@ -153,7 +207,7 @@ def load_dataset(data_dir: str | Path) -> Episodes:
             manifest = json.loads((data_dir / MANIFEST).read_text())
         except (OSError, ValueError):
             raise DatasetError(f"{data_dir / MANIFEST} is not valid JSON") from None
-    frames, states, lengths, first = [], [], [], None
+    frames, states, actions, rewards, first = [], [], [], [], None
     for path in paths:
         arr = load_episode(path)
         shapes = dict(frame=arr["pixels"].shape[1:], state=arr["state"].shape[1:], action=arr["action"].shape[1:])
@@ -165,15 +219,12 @@ def load_dataset(data_dir: str | Path) -> Episodes:
                                f"differ in {'; '.join(diff)}")
         frames.append(arr["pixels"])
         states.append(arr["state"].astype(np.float32))
-        lengths.append(len(arr["pixels"]))
+        actions.append(arr["action"])
+        rewards.append(arr["reward"])
     if manifest.get("image_size") not in (None, frames[0].shape[-1]):
         raise DatasetError(f"{data_dir / MANIFEST} says image_size {manifest['image_size']} but the "
                            f"episodes hold {frames[0].shape[-1]}x{frames[0].shape[-1]} frames")
-    end = np.cumsum(lengths)
-    start = end - np.asarray(lengths)
-    episode = np.repeat(np.arange(len(paths)), lengths)
-    return Episodes(np.concatenate(frames), np.concatenate(states), episode, start, end,
-                    [p.name for p in paths], manifest)
+    return _assemble(frames, [p.name for p in paths], manifest, states, actions, rewards)
 
 
 def split_episodes(num_episodes: int, holdout: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -30,6 +30,7 @@ assert not any(m.startswith(ABOVE_THE_CORE) for m in sys.modules), sorted(sys.mo
 def test_the_dataset_format_is_pure_numpy():
     _run(BLOCK.format(blocked={"torch", "gymnasium", "dm_control", "mujoco"}) + """
 from curlrl.datasets import load_dataset, save_episode, split_episodes, Episodes
+from curlrl.readers import read_episodes, detect_format, fit_frames
 assert not any(m.startswith(ABOVE_THE_CORE) for m in sys.modules), sorted(sys.modules)
 """)
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 
 
+FORMAT_CHOICES = ("auto", "curlrl", "videos", "frames", "vd4rl")  # curlrl.readers.FORMATS + auto
+
 def _collect(args: argparse.Namespace) -> int:
     from curlrl.jobs.collect import collect
     from curlrl.errors import ConfigError
@@ -24,6 +26,8 @@ def _pretrain(args: argparse.Namespace) -> int:
     from curlrl.jobs.rundir import PRETRAIN_KIND, RunDir
 
     data_dir, overrides = args.data_dir, list(args.overrides or [])
+    if args.format:
+        overrides.append(f"data_format={args.format}")
     if not data_dir and not args.resume and not any(o.partition("=")[0].strip() == "data_dir" for o in overrides):
         raise ConfigError("a DATA_DIR is required (a dataset folder made by `curlrl collect`)")
     run = RunDir(args.run_dir)
@@ -45,13 +49,16 @@ def _probe(args: argparse.Namespace) -> int:
     from curlrl.errors import ConfigError
     from curlrl.jobs.probe import run_probe
 
+    if args.image_size < 0:
+        raise ConfigError(f"--image-size must be >= 0, got {args.image_size}")
     if args.knn_k < 1:
         raise ConfigError(f"--knn-k must be >= 1, got {args.knn_k}")
     if args.ridge_alpha is not None and args.ridge_alpha < 0:
         raise ConfigError(f"--ridge-alpha must be >= 0, got {args.ridge_alpha}")
     run_probe(args.encoder, args.data_dir, out=args.out, holdout=args.holdout, split_seed=args.split_seed,
               with_random=args.with_random, frame_stack=args.frame_stack, crop_size=args.crop_size,
-              seed=args.seed, ridge_alpha=args.ridge_alpha, knn_k=args.knn_k, threads=args.threads)
+              seed=args.seed, ridge_alpha=args.ridge_alpha, knn_k=args.knn_k, threads=args.threads,
+              data_format=args.format, image_size=args.image_size)
     return 0
 
 
@@ -88,6 +95,8 @@ def register(sub) -> None:
     p.add_argument("overrides", nargs="*", help="config overrides key=value (steps, batch_size, positive, ...)")
     p.add_argument("--run-dir", required=True)
     p.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its checkpoint")
+    p.add_argument("--format", choices=FORMAT_CHOICES, default=None,
+                   help="format of DATA_DIR (default: detected; same as data_format=...)")
     p.set_defaults(func=_pretrain, positional="data_dir")
 
     p = sub.add_parser("probe", help="linear/kNN probes of a frozen encoder on the true state",
@@ -105,6 +114,9 @@ def register(sub) -> None:
     p.add_argument("--ridge-alpha", type=float, default=None,
                    help="ridge penalty on standardised features (default: chosen on training episodes)")
     p.add_argument("--knn-k", type=int, default=5)
+    p.add_argument("--format", choices=FORMAT_CHOICES, default="auto", help="format of DATA_DIR (default: detected)")
+    p.add_argument("--image-size", type=int, default=0,
+                   help="bring frames to this size (centre-crop to a square, bilinear resize; 0: as stored)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: all)")
     p.set_defaults(func=_probe)
 

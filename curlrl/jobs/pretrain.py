@@ -44,7 +44,12 @@ class PretrainConfig(config_mod.RuntimeConfig, EncoderConfig):
 
     curl_lr: float = option(1e-3, "Adam learning rate of the bilinear W of the InfoNCE logits (pretraining's "
                                   "default, 1e-3; the agent's None means encoder_lr)", check="> 0")
-    data_dir: str = option("", "dataset folder (made by curlrl collect)")
+    data_dir: str = option("", "dataset folder: curlrl collect's episodes, videos (one per file), image folders "
+                               "(one per episode) or V-D4RL files")
+    data_format: str = option("auto", "format of data_dir: auto (detected), curlrl, videos, frames or vd4rl",
+                              choices=("auto", "curlrl", "videos", "frames", "vd4rl"))
+    image_size: int = option(0, "frame size the dataset is brought to (centre-crop to a square, then bilinear "
+                                "resize); 0 keeps the stored size", check=">= 0")
     steps: int = option(2000, "gradient updates", check="> 0", operational=True)
     batch_size: int = option(128, "anchors per update; the other B-1 keys are the negatives", check=">= 2")
     frame_stack: int = option(3, "frames per input stack (3 -> 9 channels), as the agent", check="> 0")
@@ -89,7 +94,7 @@ class Pretrainer(RunWriter):
         from curlrl.datasets import load_dataset, split_episodes
 
         super().__init__(cfg, run_dir, quiet)
-        self.data = load_dataset(cfg.data_dir)
+        self.data = load_dataset(cfg.data_dir, cfg.data_format, cfg.image_size)
         if cfg.crop_size > self.data.image_size:
             raise ConfigError(f"config key 'crop_size' ({cfg.crop_size}) must be <= the dataset's image size "
                               f"({self.data.image_size})")

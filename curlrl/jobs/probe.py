@@ -185,11 +185,12 @@ def default_out(spec: str) -> Path:
 def run_probe(spec: str, data_dir: str | Path, out: str | Path | None = None, holdout: float = 0.2,
               split_seed: int = 0, with_random: bool = False, frame_stack: int = 3, crop_size: int = 84,
               seed: int = 0, ridge_alpha: float | None = None, knn_k: int = 5, threads: int = 0,
-              quiet: bool = False) -> list[dict]:
+              quiet: bool = False, data_format: str = "auto", image_size: int = 0) -> list[dict]:
     """Probe ``spec`` (a run dir, a .safetensors file or "random") on ``data_dir``.
 
     ``with_random`` adds a randomly initialised encoder of the same shape (seed ``seed``)
     as a baseline row. Writes ``probe.json`` and ``probe.md`` in ``out``; returns the rows.
+    ``data_format`` / ``image_size``: as :func:`curlrl.datasets.load_dataset`'s.
     """
     from curlrl.datasets import load_dataset
     from curlrl.jobs.export import LoadedEncoder, load_encoder, random_encoder
@@ -198,7 +199,10 @@ def run_probe(spec: str, data_dir: str | Path, out: str | Path | None = None, ho
         torch.set_num_threads(threads)
     if knn_k < 1 or (ridge_alpha is not None and ridge_alpha < 0):
         raise ConfigError(f"knn_k must be >= 1 and ridge_alpha >= 0, got {knn_k} and {ridge_alpha}")
-    data = load_dataset(data_dir)
+    data = load_dataset(data_dir, data_format, image_size)
+    if data.state is None:
+        raise DatasetError(f"the state probes need the true state, which dataset {data_dir} "
+                           f"({data.manifest.get('format', 'curlrl')} format) does not have")
     if spec == "random":
         loaded = LoadedEncoder(random_encoder((3 * frame_stack, crop_size, crop_size), seed), None, None,
                                f"random init (seed {seed})")
