@@ -94,6 +94,7 @@ class Episodes:
     manifest: dict
     action: np.ndarray | None = None
     reward: np.ndarray | None = None
+    source: np.ndarray | None = None  # (E,) which dataset each episode came from (concat_datasets)
 
     @property
     def image_size(self) -> int:
@@ -225,6 +226,39 @@ def _load_curlrl(data_dir: Path) -> Episodes:
         raise DatasetError(f"{data_dir / MANIFEST} says image_size {manifest['image_size']} but the "
                            f"episodes hold {frames[0].shape[-1]}x{frames[0].shape[-1]} frames")
     return _assemble(frames, [p.name for p in paths], manifest, states, actions, rewards)
+
+
+def concat_datasets(parts: list[Episodes], labels: list[str]) -> Episodes:
+    """Several loaded datasets as one (frames must have one size: load them with one
+    ``image_size``). ``source`` (E,) gives each episode's dataset; episode names are
+    prefixed with its label. State, actions and rewards stay only if every part has them,
+    with one shape."""
+    if len(parts) == 1:
+        return parts[0]
+    sizes = {p.frames.shape[1:] for p in parts}
+    if len(sizes) > 1:
+        listed = ", ".join(f"{lab}: {p.image_size}x{p.image_size}" for lab, p in zip(labels, parts))
+        raise DatasetError(f"the datasets have different frame sizes ({listed}); give one image size for all")
+
+    def joined(key: str):
+        arrays = [getattr(p, key) for p in parts]
+        if any(a is None for a in arrays) or len({a.shape[1:] for a in arrays}) > 1:
+            return None
+        return np.concatenate(arrays)
+
+    lengths = [len(p.frames) for p in parts]
+    offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    counts = [len(p.names) for p in parts]
+    first_episode = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    return Episodes(
+        frames=np.concatenate([p.frames for p in parts]), state=joined("state"),
+        episode=np.concatenate([p.episode + e for p, e in zip(parts, first_episode)]),
+        start=np.concatenate([p.start + o for p, o in zip(parts, offsets)]),
+        end=np.concatenate([p.end + o for p, o in zip(parts, offsets)]),
+        names=[f"{lab}/{n}" for lab, p in zip(labels, parts) for n in p.names],
+        manifest=dict(sources={lab: p.manifest for lab, p in zip(labels, parts)}),
+        action=joined("action"), reward=joined("reward"),
+        source=np.repeat(np.arange(len(parts)), counts))
 
 
 def split_episodes(num_episodes: int, holdout: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -12,7 +12,7 @@ import pytest
 from curlrl import readers
 from curlrl.cli import main
 from curlrl.datasets import load_dataset
-from curlrl.errors import DatasetError
+from curlrl.errors import ConfigError, DatasetError
 
 
 def _frames(n: int, h: int, w: int, base: int = 0) -> np.ndarray:
@@ -175,3 +175,29 @@ def test_pretrain_on_videos_and_probe_says_state_is_missing(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert "need the true state" in err and "videos format" in err and "\n" not in err, err
     assert not (tmp_path / "p").exists()
+
+
+def test_pretraining_on_several_datasets_draws_them_by_the_stated_rule(tmp_path):
+    """Two folders of 2 and 6 episodes: `uniform` draws each folder about half the time,
+    `proportional` in proportion to its frames (1:3)."""
+    from curlrl.jobs.pretrain import Pretrainer, resolve
+
+    small, big = tmp_path / "small", tmp_path / "big"
+    for folder, n in ((small, 2), (big, 6)):
+        folder.mkdir()
+        for i in range(n):
+            _vd4rl_npz(folder / f"{i}.npz", t=9, size=32, seed=i)
+    for mix, share in (("uniform", 0.5), ("proportional", 0.25)):
+        cfg = resolve(f"{small},{big}", ["batch_size=8", "num_layers=2", "num_filters=8", "crop_size=28",
+                                         "holdout=0", f"data_mix={mix}", "device=cpu", "threads=1"])
+        job = Pretrainer(cfg, tmp_path / f"run-{mix}", quiet=True)
+        try:
+            assert len(job.data.names) == 8 and job.data.names[0] == f"{small}/0.npz"
+            drawn = np.concatenate([job.rng.choice(job.anchors, size=8, replace=False, p=job.anchor_p)
+                                    for _ in range(400)])
+            from_small = np.mean(job.data.source[job.data.episode[drawn]] == 0)
+            assert abs(from_small - share) < 0.04, (mix, from_small)
+        finally:
+            job.close()
+    with pytest.raises(ConfigError, match="names a folder twice"):
+        resolve(f"{small},{small}", ["device=cpu"])

@@ -45,7 +45,11 @@ class PretrainConfig(config_mod.RuntimeConfig, EncoderConfig):
     curl_lr: float = option(1e-3, "Adam learning rate of the bilinear W of the InfoNCE logits (pretraining's "
                                   "default, 1e-3; the agent's None means encoder_lr)", check="> 0")
     data_dir: str = option("", "dataset folder: curlrl collect's episodes, videos (one per file), image folders "
-                               "(one per episode) or V-D4RL files")
+                               "(one per episode) or V-D4RL files; several folders separated by commas are "
+                               "pretrained on together (see data_mix)")
+    data_mix: str = option("uniform", "with several folders, how anchors are drawn: uniform (each folder equally "
+                                      "likely, whatever its size) or proportional (each frame equally likely)",
+                           choices=("uniform", "proportional"))
     data_format: str = option("auto", "format of data_dir: auto (detected), curlrl, videos, frames or vd4rl",
                               choices=("auto", "curlrl", "videos", "frames", "vd4rl"))
     image_size: int = option(0, "frame size the dataset is brought to (centre-crop to a square, then bilinear "
@@ -73,6 +77,7 @@ def validate(cfg: PretrainConfig) -> PretrainConfig:
     if not cfg.data_dir:
         raise ConfigError("config key 'data_dir' is empty: pretraining needs a dataset folder (one that "
                           "`curlrl collect` writes)")
+    data_folders(cfg.data_dir)  # a folder named twice is refused here, before anything is written
     return cfg
 
 
@@ -87,14 +92,23 @@ def resolve(data_dir: str | None, overrides: list[str] | None = None, base: dict
     return validate(cfg)
 
 
+def data_folders(data_dir: str) -> list[str]:
+    """The dataset folders of ``data_dir`` (comma-separated for several)."""
+    folders = [f.strip() for f in str(data_dir).split(",") if f.strip()]
+    if len(set(folders)) != len(folders):
+        raise ConfigError(f"config key 'data_dir' names a folder twice: {data_dir!r}")
+    return folders
+
+
 class Pretrainer(RunWriter):
     """Owns one pretraining run: dataset, encoder + key encoder + W, logs and checkpoints."""
 
     def __init__(self, cfg: PretrainConfig, run_dir: str | Path, resume: bool = False, quiet: bool = False) -> None:
-        from curlrl.datasets import load_dataset, split_episodes
+        from curlrl.datasets import concat_datasets, load_dataset, split_episodes
 
         super().__init__(cfg, run_dir, quiet)
-        self.data = load_dataset(cfg.data_dir, cfg.data_format, cfg.image_size)
+        folders = data_folders(cfg.data_dir)
+        self.data = concat_datasets([load_dataset(f, cfg.data_format, cfg.image_size) for f in folders], folders)
         if cfg.crop_size > self.data.image_size:
             raise ConfigError(f"config key 'crop_size' ({cfg.crop_size}) must be <= the dataset's image size "
                               f"({self.data.image_size})")
@@ -128,12 +142,17 @@ class Pretrainer(RunWriter):
             why = f" with temporal_offset={offset}" if offset else ""
             raise ConfigError(f"the dataset's {len(self.train_episodes)} training episodes give {len(idx)} anchor "
                               f"frames{why}, fewer than batch_size={cfg.batch_size}")
+        self.anchor_p = None
+        if d.source is not None and cfg.data_mix == "uniform":  # each folder equally likely
+            source = d.source[d.episode[idx]]
+            counts = np.bincount(source, minlength=int(d.source.max()) + 1)
+            self.anchor_p = 1.0 / (counts[source] * np.count_nonzero(counts))
         return idx
 
     def sample(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Uncropped uint8 (B, 3k, H, W) anchor and positive stacks on the device."""
         cfg = self.cfg
-        t = self.rng.choice(self.anchors, size=cfg.batch_size, replace=False)
+        t = self.rng.choice(self.anchors, size=cfg.batch_size, replace=False, p=self.anchor_p)
         anchor = torch.from_numpy(self.data.stacks(t, cfg.frame_stack)).to(self.device)
         if cfg.positive == "temporal":
             positive = torch.from_numpy(self.data.stacks(t + cfg.temporal_offset, cfg.frame_stack)).to(self.device)
