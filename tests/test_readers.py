@@ -201,3 +201,35 @@ def test_pretraining_on_several_datasets_draws_them_by_the_stated_rule(tmp_path)
             job.close()
     with pytest.raises(ConfigError, match="names a folder twice"):
         resolve(f"{small},{small}", ["device=cpu"])
+
+
+def test_inverse_dynamics_and_reward_probes_read_the_actions_a_dataset_has(tmp_path):
+    """Frames whose grey level moves by 40 x the action: the action between two frames is in
+    their pixels, and a frozen random encoder's features recover it on held-out episodes;
+    with the actions shuffled across transitions (a control) nothing is recoverable."""
+    from curlrl.jobs.export import LoadedEncoder, random_encoder
+    from curlrl.jobs.probe import probe
+
+    rng = np.random.default_rng(0)
+    real, shuffled = tmp_path / "real", tmp_path / "shuffled"
+    real.mkdir(), shuffled.mkdir()
+    for e in range(8):
+        level, images, actions = 128.0, [], []
+        for _ in range(30):
+            images.append(np.full((32, 32, 3), level, np.uint8))
+            a = rng.uniform(0.2, 1.0) * (1 if level < 128 else -1)
+            actions.append(a)
+            level += 40 * a
+        images.append(np.full((32, 32, 3), level, np.uint8))
+        action = np.array([[0.0]] + [[a] for a in actions], np.float32)
+        reward = np.concatenate([[0.0], np.abs(actions)]).astype(np.float32)
+        np.savez(real / f"{e}.npz", image=np.stack(images), action=action, reward=reward)
+        np.savez(shuffled / f"{e}.npz", image=np.stack(images), action=rng.permutation(action),
+                 reward=rng.permutation(reward))
+    encoder = LoadedEncoder(random_encoder((9, 28, 28), seed=0, num_layers=2, num_filters=16), None, None, "random")
+    res = probe(encoder, load_dataset(real), holdout=0.25)
+    control = probe(encoder, load_dataset(shuffled), holdout=0.25)
+    assert res["linear_r2"] is None and res["state_names"] == []
+    assert res["inverse_dynamics_r2"] > 0.8, res["inverse_dynamics_r2"]
+    assert res["reward_r2"] > 0.5, res["reward_r2"]
+    assert control["inverse_dynamics_r2"] < 0.3 and control["reward_r2"] < 0.3, control

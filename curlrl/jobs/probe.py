@@ -109,9 +109,35 @@ def contrastive_accuracy(encoder, key_encoder, head, data, index: np.ndarray, ba
     return float(np.mean(accs))
 
 
+def _transition_probe(f_tr, f_te, tr, te, data, key: str, ridge_alpha, split_seed) -> float | None:
+    """Held-out R² of ridge regression from the features of frames t and t+1 to ``data.<key>``
+    (the action taken after frame t, or the reward for it), mean over its dimensions."""
+    target = getattr(data, key)
+    if target is None:
+        return None
+    target = target.reshape(len(target), -1).astype(np.float64)
+
+    def pairs(feats, idx):
+        t = idx[~np.isnan(target[idx]).any(1)]  # frames followed by a transition (not an episode's last)
+        pos = np.searchsorted(idx, t)
+        return np.hstack([feats[pos], feats[pos + 1]]), target[t], data.episode[t]
+
+    x_tr, y_tr, ep_tr = pairs(f_tr, tr)
+    x_te, y_te, _ = pairs(f_te, te)
+    if len(x_tr) < 2 or len(x_te) < 2:
+        return None
+    alpha = ridge_alpha if ridge_alpha is not None else choose_ridge_alpha(x_tr, y_tr, ep_tr, split_seed)
+    return round(float(np.nanmean(ridge_r2(x_tr, y_tr, x_te, y_te, alpha))), 4)
+
+
 def probe(loaded, data, holdout: float = 0.2, split_seed: int = 0, ridge_alpha: float | None = None,
           knn_k: int = 5) -> dict:
-    """All probe metrics of one encoder (a :class:`curlrl.jobs.export.LoadedEncoder`) on ``data``."""
+    """All probe metrics of one encoder (a :class:`curlrl.jobs.export.LoadedEncoder`) on ``data``:
+    the state probes (linear, kNN) where the dataset has the true state; the inverse-dynamics
+    probe (features of frames t and t+1 -> the action between them) and the reward probe
+    (-> the reward for it) where it has actions and rewards; the contrastive accuracy where
+    the encoder comes with its CURL head. Each fits on training episodes and scores R² on the
+    held-out ones."""
     from curlrl.datasets import split_episodes
 
     enc = loaded.encoder.eval()
@@ -123,54 +149,71 @@ def probe(loaded, data, holdout: float = 0.2, split_seed: int = 0, ridge_alpha: 
                            f"({data.image_size}x{data.image_size})")
     if len(data.names) < 2:
         raise DatasetError("the probe needs at least 2 episodes (it splits by episode)")
+    if data.state is None and data.action is None:
+        raise DatasetError(f"the probes need the true state or actions, and this dataset "
+                           f"({data.manifest.get('format', 'curlrl')} format) has neither")
     train_ep, test_ep = split_episodes(len(data.names), holdout, split_seed)
     tr, te = data.frame_indices(train_ep), data.frame_indices(test_ep)
     f_tr, f_te = features(enc, data, tr), features(enc, data, te)
-    y_tr, y_te = data.state[tr].astype(np.float64), data.state[te].astype(np.float64)
-    if ridge_alpha is None:  # chosen on training episodes only: the held-out split stays unseen
-        ridge_alpha = choose_ridge_alpha(f_tr, y_tr, data.episode[tr], split_seed)
-    lin, knn = ridge_r2(f_tr, y_tr, f_te, y_te, ridge_alpha), knn_r2(f_tr, y_tr, f_te, y_te, knn_k)
+    state = dict(state_names=[], linear_r2=None, linear_r2_per_dim=[], knn_nmse=None, knn_r2=None,
+                 knn_r2_per_dim=[])
+    alpha = ridge_alpha
+    if data.state is not None:
+        y_tr, y_te = data.state[tr].astype(np.float64), data.state[te].astype(np.float64)
+        if alpha is None:  # chosen on training episodes only: the held-out split stays unseen
+            alpha = choose_ridge_alpha(f_tr, y_tr, data.episode[tr], split_seed)
+        lin, knn = ridge_r2(f_tr, y_tr, f_te, y_te, alpha), knn_r2(f_tr, y_tr, f_te, y_te, knn_k)
+        names = list(data.manifest.get("state_names") or [])
+        if len(names) != y_tr.shape[1]:
+            names = [f"state[{i}]" for i in range(y_tr.shape[1])]
+        state = dict(state_names=names, linear_r2=round(float(np.nanmean(lin)), 4), linear_r2_per_dim=_clean(lin),
+                     knn_nmse=round(float(1.0 - np.nanmean(knn)), 4), knn_r2=round(float(np.nanmean(knn)), 4),
+                     knn_r2_per_dim=_clean(knn))
     acc = None
     if loaded.curl_head is not None:
         acc = contrastive_accuracy(enc, loaded.key_encoder, loaded.curl_head.eval(), data, te, seed=split_seed)
-    names = list(data.manifest.get("state_names") or [])
-    if len(names) != y_tr.shape[1]:
-        names = [f"state[{i}]" for i in range(y_tr.shape[1])]
-
-    def clean(a: np.ndarray) -> list[float | None]:
-        return [None if np.isnan(v) else round(float(v), 4) for v in a]
-
     return dict(
         encoder=loaded.source, frame_stack=c // 3, crop_size=size, feature_dim=enc.feature_dim,
         train_episodes=len(train_ep), heldout_episodes=[data.names[i] for i in test_ep],
-        train_frames=len(tr), heldout_frames=len(te), state_names=names,
-        linear_r2=round(float(np.nanmean(lin)), 4), linear_r2_per_dim=clean(lin),
-        knn_k=knn_k, knn_nmse=round(float(1.0 - np.nanmean(knn)), 4), knn_r2=round(float(np.nanmean(knn)), 4),
-        knn_r2_per_dim=clean(knn),
+        train_frames=len(tr), heldout_frames=len(te), **state, knn_k=knn_k,
+        inverse_dynamics_r2=_transition_probe(f_tr, f_te, tr, te, data, "action", ridge_alpha, split_seed),
+        reward_r2=_transition_probe(f_tr, f_te, tr, te, data, "reward", ridge_alpha, split_seed),
         contrastive_accuracy=None if acc is None else round(acc, 4),
         contrastive_key="momentum key encoder" if loaded.key_encoder is not None else "same encoder",
-        ridge_alpha=ridge_alpha)
+        ridge_alpha=alpha)
+
+
+def _clean(a: np.ndarray) -> list[float | None]:
+    return [None if np.isnan(v) else round(float(v), 4) for v in a]
+
+
+def _cell(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
 
 
 def markdown(results: list[dict], data_dir: str) -> str:
-    """A Markdown report: one summary row per encoder, then per-dimension R²."""
+    """A Markdown report: one summary row per encoder, then per-dimension R² of the state."""
     first = results[0]
     lines = [f"# Probe of frozen encoders on `{data_dir}`", "",
              f"Held-out split by episode: {len(first['heldout_episodes'])} episodes "
              f"({first['heldout_frames']} frames); probes fit on {first['train_episodes']} episodes "
              f"({first['train_frames']} frames). Features: encoder output ({first['feature_dim']}-d) of "
-             f"centre-cropped {first['crop_size']}px stacks of {first['frame_stack']} frames.", "",
-             "| encoder | linear R² | kNN R² (k={}) | kNN NMSE | contrastive top-1 |".format(first["knn_k"]),
-             "|---|---|---|---|---|"]
+             f"centre-cropped {first['crop_size']}px stacks of {first['frame_stack']} frames. "
+             "Inverse dynamics: frames t and t+1 -> the action between them; reward: -> its reward "
+             "(n/a: the dataset has no such labels).", "",
+             "| encoder | linear R² | kNN R² (k={}) | kNN NMSE | inverse-dynamics R² | reward R² | "
+             "contrastive top-1 |".format(first["knn_k"]),
+             "|---|---|---|---|---|---|---|"]
     for r in results:
-        acc = "n/a" if r["contrastive_accuracy"] is None else f"{r['contrastive_accuracy']:.3f}"
-        lines.append(f"| {r['encoder']} | {r['linear_r2']:.3f} | {r['knn_r2']:.3f} | {r['knn_nmse']:.3f} | {acc} |")
-    lines += ["", "Linear-probe R² per state dimension (held out):", "",
-              "| encoder | " + " | ".join(first["state_names"]) + " |",
-              "|---|" + "---|" * len(first["state_names"])]
-    for r in results:
-        cells = ["n/a" if v is None else f"{v:.3f}" for v in r["linear_r2_per_dim"]]
-        lines.append(f"| {r['encoder']} | " + " | ".join(cells) + " |")
+        cells = [r[k] for k in ("linear_r2", "knn_r2", "knn_nmse", "inverse_dynamics_r2", "reward_r2",
+                                "contrastive_accuracy")]
+        lines.append(f"| {r['encoder']} | " + " | ".join(_cell(v) for v in cells) + " |")
+    if first["state_names"]:
+        lines += ["", "Linear-probe R² per state dimension (held out):", "",
+                  "| encoder | " + " | ".join(first["state_names"]) + " |",
+                  "|---|" + "---|" * len(first["state_names"])]
+        for r in results:
+            lines.append(f"| {r['encoder']} | " + " | ".join(_cell(v) for v in r["linear_r2_per_dim"]) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -200,9 +243,6 @@ def run_probe(spec: str, data_dir: str | Path, out: str | Path | None = None, ho
     if knn_k < 1 or (ridge_alpha is not None and ridge_alpha < 0):
         raise ConfigError(f"knn_k must be >= 1 and ridge_alpha >= 0, got {knn_k} and {ridge_alpha}")
     data = load_dataset(data_dir, data_format, image_size)
-    if data.state is None:
-        raise DatasetError(f"the state probes need the true state, which dataset {data_dir} "
-                           f"({data.manifest.get('format', 'curlrl')} format) does not have")
     if spec == "random":
         loaded = LoadedEncoder(random_encoder((3 * frame_stack, crop_size, crop_size), seed), None, None,
                                f"random init (seed {seed})")
@@ -222,7 +262,8 @@ def run_probe(spec: str, data_dir: str | Path, out: str | Path | None = None, ho
     if not quiet:
         for r in results:
             acc = "n/a" if r["contrastive_accuracy"] is None else f"{r['contrastive_accuracy']:.3f}"
-            print(f"{r['encoder']}: linear R² {r['linear_r2']:.3f}, kNN R² {r['knn_r2']:.3f}, "
+            print(f"{r['encoder']}: linear R² {_cell(r['linear_r2'])}, kNN R² {_cell(r['knn_r2'])}, "
+                  f"inverse-dynamics R² {_cell(r['inverse_dynamics_r2'])}, reward R² {_cell(r['reward_r2'])}, "
                   f"contrastive top-1 {acc}")
         print(f"curlrl: wrote {out / 'probe.json'} and {out / 'probe.md'}")
     return results
