@@ -198,3 +198,46 @@ def read_export(path: str | os.PathLike) -> tuple[dict[str, str], dict[str, torc
         raise CheckpointError(f"{path} is not a curlrl encoder export (metadata format "
                               f"{meta.get('format')!r}, expected {EXPORT_FORMAT!r})")
     return meta, tensors
+
+
+class ForeignEncoder(nn.Module):
+    """Any torch module that maps frame stacks to features, behind curlrl's encoder protocol,
+    so probes and behaviour cloning compare it with curlrl's encoders on the same data.
+
+    The protocol (what ``module`` receives and must return):
+
+    - input: float32 (B, 3k, S, S) in [0, 1], k RGB frames stacked oldest first along the
+      channels, centre-cropped to S (``obs_shape = (3k, S, S)``);
+    - ``mean``/``std`` (per RGB channel, e.g. ImageNet's) are applied first when given;
+    - output: (B, feature_dim) features (any float dtype; returned as float32).
+
+    A single-frame model (an ImageNet ResNet) sees k=1 stacks; for k>1 write a module that
+    splits the channels itself. The wrapper freezes nothing: callers decide (``requires_grad_``).
+    """
+
+    def __init__(self, module: nn.Module, obs_shape: tuple[int, int, int], feature_dim: int,
+                 mean: tuple[float, float, float] | None = None, std: tuple[float, float, float] | None = None,
+                 name: str = "") -> None:
+        super().__init__()
+        if len(obs_shape) != 3 or obs_shape[0] % 3 or obs_shape[1] != obs_shape[2]:
+            raise ValueError(f"obs_shape must be (3k, S, S), got {tuple(obs_shape)}")
+        self.module, self.obs_shape, self.feature_dim, self.name = module, tuple(obs_shape), int(feature_dim), name
+        k = obs_shape[0] // 3
+        for key, value in (("mean", mean), ("std", std)):
+            t = torch.zeros(0) if value is None else torch.tensor(value, dtype=torch.float32).repeat(k)
+            self.register_buffer(key, t.view(-1, 1, 1) if value is not None else t, persistent=False)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        x = obs.float().div(255.0) if obs.dtype == torch.uint8 else obs.float()
+        if self.mean.numel():
+            x = x - self.mean
+        if self.std.numel():
+            x = x / self.std
+        out = self.module(x)
+        if out.ndim != 2 or out.shape[1] != self.feature_dim:
+            raise ValueError(f"{self.name or 'the encoder module'} returned shape {tuple(out.shape)}, "
+                             f"expected (batch, {self.feature_dim})")
+        return out.float()
+
+    def config(self) -> dict:
+        return dict(obs_shape=self.obs_shape, feature_dim=self.feature_dim)

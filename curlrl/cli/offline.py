@@ -62,6 +62,23 @@ def _probe(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bc(args: argparse.Namespace) -> int:
+    from curlrl.errors import ConfigError
+    from curlrl.jobs.bc import behaviour_clone
+
+    for flag in ("demos", "episodes", "seeds", "steps"):
+        if getattr(args, flag) < 1:
+            raise ConfigError(f"--{flag} must be >= 1, got {getattr(args, flag)}")
+    if args.image_size < 0:
+        raise ConfigError(f"--image-size must be >= 0, got {args.image_size}")
+    if args.action_repeat is not None and args.action_repeat < 1:
+        raise ConfigError(f"--action-repeat must be >= 1, got {args.action_repeat}")
+    behaviour_clone(args.encoder, args.data_dir, task=args.task, demos=args.demos, episodes=args.episodes,
+                    seeds=args.seeds, steps=args.steps, data_format=args.format, image_size=args.image_size,
+                    action_repeat=args.action_repeat, out=args.out, threads=args.threads)
+    return 0
+
+
 def _export(args: argparse.Namespace) -> int:
     from curlrl.errors import ConfigError
     from curlrl.jobs.export import export_encoder
@@ -119,6 +136,25 @@ def register(sub) -> None:
                    help="bring frames to this size (centre-crop to a square, bilinear resize; 0: as stored)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: all)")
     p.set_defaults(func=_probe)
+
+    p = sub.add_parser("bc", help="behaviour cloning from a frozen encoder, rolled out in the DMC task",
+                       description="ENCODER: as for probe, or a bring-your-own package.module:factory. Fits an "
+                                   "MLP policy on the features of the first --demos episodes of DATA_DIR "
+                                   "(which needs actions), rolls it out, reports mean return and a 95%% "
+                                   "bootstrap CI over seeds.")
+    p.add_argument("encoder")
+    p.add_argument("data_dir")
+    p.add_argument("--task", default=None, help="DMC task to roll out in (default: the dataset's)")
+    p.add_argument("--demos", type=int, default=10, help="demonstration episodes (the first N; default 10)")
+    p.add_argument("--episodes", type=int, default=10, help="evaluation episodes per seed (default 10)")
+    p.add_argument("--seeds", type=int, default=3, help="policy seeds (default 3)")
+    p.add_argument("--steps", type=int, default=2000, help="policy gradient steps (default 2000)")
+    p.add_argument("--action-repeat", type=int, default=None, help="default: the dataset's")
+    p.add_argument("--format", choices=FORMAT_CHOICES, default="auto", help="format of DATA_DIR (default: detected)")
+    p.add_argument("--image-size", type=int, default=0, help="bring frames to this size (0: as stored)")
+    p.add_argument("--out", default=None, help="write bc.json and bc.md here")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: all)")
+    p.set_defaults(func=_bc)
 
     p = sub.add_parser("export", help="export a run's encoder as .safetensors (weights + metadata)")
     p.add_argument("run_dir", help="a train or pretrain run directory")

@@ -52,13 +52,39 @@ def _head(state: dict | None, feature_dim: int) -> CurlHead | None:
     return head.eval()
 
 
+def load_foreign(spec: str) -> LoadedEncoder:
+    """A bring-your-own encoder, ``"package.module:factory"``: ``factory()`` returns a
+    :class:`curlrl.encoder.ForeignEncoder` (or an ``nn.Module`` with ``obs_shape`` (3k, S, S)
+    and ``feature_dim`` attributes, which is wrapped with no normalisation)."""
+    import importlib
+
+    from curlrl.encoder import ForeignEncoder
+
+    module_name, _, attr = spec.partition(":")
+    try:
+        factory = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"encoder {spec!r}: cannot import {attr!r} from {module_name!r} "
+                          f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+    made = factory()
+    if not isinstance(made, ForeignEncoder):
+        if not isinstance(made, torch.nn.Module) or not hasattr(made, "obs_shape") or not hasattr(made, "feature_dim"):
+            raise ConfigError(f"encoder {spec!r}: the factory must return a curlrl.encoder.ForeignEncoder or a "
+                              f"torch module with obs_shape and feature_dim attributes, got {type(made).__name__}")
+        made = ForeignEncoder(made, tuple(made.obs_shape), int(made.feature_dim), name=spec)
+    return LoadedEncoder(made.eval().requires_grad_(False), None, None, f"{spec} (bring your own)")
+
+
 def load_encoder(spec: str | Path, map_location: str = "cpu") -> LoadedEncoder:
-    """Encoder of a train run dir, a pretrain run dir or a ``.safetensors`` export."""
+    """Encoder of a train run dir, a pretrain run dir, a ``.safetensors`` export or a
+    bring-your-own ``"package.module:factory"`` (:func:`load_foreign`)."""
     from curlrl.jobs import config as config_mod
     from curlrl.jobs.pretrain import resolve as resolve_pretrain
     from curlrl.jobs.rundir import PRETRAIN_KIND, RunDir, checkpoint_kind
 
     path = Path(spec)
+    if isinstance(spec, str) and ":" in spec and not path.exists():
+        return load_foreign(spec)
     if path.is_file():
         meta, tensors = read_export(path)
         encoder = PixelEncoder.from_pretrained(path).eval()
