@@ -43,9 +43,10 @@ def behaviour_clone(spec: str, data_dir: str | Path, task: str | None = None, de
                     episodes: int = 10, seeds: int = 3, steps: int = 2000, batch_size: int = 256,
                     lr: float = 1e-3, hidden_dim: int = 256, data_format: str = "auto", image_size: int = 0,
                     action_repeat: int | None = None, out: str | Path | None = None, threads: int = 0,
-                    quiet: bool = False) -> dict:
+                    quiet: bool = False, frame_stack: int = 3, crop_size: int = 84, encoder_seed: int = 0) -> dict:
     """Fit and roll out a BC policy on the frozen encoder ``spec`` (as :func:`curlrl.jobs.probe.run_probe`
-    takes it); returns (and writes to ``out``/bc.json and bc.md) the results."""
+    takes it: a run dir, an export, ``"random"`` (``frame_stack``, ``crop_size``, ``encoder_seed``)
+    or a bring-your-own factory); returns (and writes to ``out``/bc.json and bc.md) the results."""
     from curlrl.datasets import load_dataset
     from curlrl.envs import make_env
     from curlrl.jobs.evaluate import episode_seed
@@ -69,7 +70,13 @@ def behaviour_clone(spec: str, data_dir: str | Path, task: str | None = None, de
     repeat = action_repeat or data.manifest.get("action_repeat")
     if not repeat:
         raise ConfigError(f"dataset {data_dir} does not record its action repeat: give the one it was made with")
-    loaded = load_encoder(spec)
+    if spec == "random":
+        from curlrl.jobs.export import LoadedEncoder, random_encoder
+
+        loaded = LoadedEncoder(random_encoder((3 * frame_stack, crop_size, crop_size), encoder_seed), None, None,
+                               f"random init (seed {encoder_seed})")
+    else:
+        loaded = load_encoder(spec)
     enc = loaded.encoder.eval().requires_grad_(False)
     c, size, _ = enc.obs_shape
     if size > data.image_size:
