@@ -62,6 +62,7 @@ class DMCPixelEnv(gym.Env):
         self._state_names = _flat_names(self._env.observation_spec())
         self._frames: list[np.ndarray] = []
         self._episode_env_steps = 0
+        self._reset_random = _random_state(self._env.task.random)
         self._check_render()
 
     @property
@@ -92,6 +93,7 @@ class DMCPixelEnv(gym.Env):
         super().reset(seed=seed)
         if seed is not None:
             self._env.task.random.seed(seed)
+        self._reset_random = _random_state(self._env.task.random)  # replays this reset on resume
         time_step = self._env.reset()
         frame = self._frame()
         self._frames = [frame] * self.frame_stack
@@ -118,12 +120,86 @@ class DMCPixelEnv(gym.Env):
         info = {"state": self._state(time_step), "env_steps": self._episode_env_steps}
         return self._obs(), float(reward), terminated, truncated, info
 
+    # -- mid-episode state ----------------------------------------------------------
+    def get_episode_state(self) -> dict[str, Any]:
+        """Everything that continues the current episode exactly, as numpy arrays and plain types.
+
+        ``physics``: MuJoCo's full integration state (``mj_getState`` with
+        ``mjSTATE_INTEGRATION``: time, qpos, qvel, act, warm start, controls, applied forces,
+        mocap, ...); ``frames``: the frame stack (k, 3, H, W) uint8; ``step_count``: the
+        time-limit counter in physics control steps; ``episode_env_steps``; ``task_random``:
+        the task's RandomState (MT19937 key and position), which some tasks draw from
+        while stepping; ``reset_random``: that RandomState as the episode's reset found it,
+        so that the reset (and what it changed in the *model*: reacher's target, say) can
+        be replayed. :meth:`set_episode_state` of an env of the same task and sizes
+        restores it all; the next ``step`` then gives what this env's next ``step`` would."""
+        import mujoco
+
+        if not self._frames:
+            raise EnvError("get_episode_state: the env has not been reset")
+        physics = self._env.physics
+        size = mujoco.mj_stateSize(physics.model.ptr, mujoco.mjtState.mjSTATE_INTEGRATION)
+        phys = np.empty(size, dtype=np.float64)
+        mujoco.mj_getState(physics.model.ptr, physics.data.ptr, phys, mujoco.mjtState.mjSTATE_INTEGRATION)
+        return {
+            "physics": phys,
+            "frames": np.stack(self._frames),
+            "step_count": int(self._env._step_count),
+            "episode_env_steps": int(self._episode_env_steps),
+            "task_random": _random_state(self._env.task.random),
+            "reset_random": list(self._reset_random),
+        }
+
+    def set_episode_state(self, state: dict[str, Any]) -> np.ndarray:
+        """Continue the episode saved by :meth:`get_episode_state`; returns its current observation.
+
+        Arrays may come back as any array-like (lists, CPU tensors): they are converted to
+        the dtypes saved. EnvError if the state does not fit this env."""
+        import mujoco
+
+        try:
+            frames = np.asarray(state["frames"], dtype=np.uint8)
+            phys = np.asarray(state["physics"], dtype=np.float64)
+            task_random, reset_random = _to_random_state(state["task_random"]), _to_random_state(state["reset_random"])
+            step_count, env_steps = int(state["step_count"]), int(state["episode_env_steps"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise EnvError(f"set_episode_state: not an episode state of this env ({exc})") from None
+        physics = self._env.physics
+        size = mujoco.mj_stateSize(physics.model.ptr, mujoco.mjtState.mjSTATE_INTEGRATION)
+        want = (self.frame_stack, 3, self.image_size, self.image_size)
+        if phys.shape != (size,) or frames.shape != want:
+            raise EnvError(f"set_episode_state: state of shapes physics {phys.shape}, frames {frames.shape}; "
+                           f"this env ({self.task}) needs ({size},) and {want}")
+        # replay the episode's reset: dm_control's own bookkeeping (it steps only after a reset)
+        # and what the task's initialize_episode set in the model
+        self._env.task.random.set_state(reset_random)
+        self._env.reset()
+        self._reset_random = list(reset_random)
+        self._env.task.random.set_state(task_random)
+        with physics.reset_context():  # sets the state, then mj_forward: derived quantities follow
+            mujoco.mj_setState(physics.model.ptr, physics.data.ptr, phys, mujoco.mjtState.mjSTATE_INTEGRATION)
+        self._env._step_count = step_count
+        self._frames = [f.copy() for f in frames]
+        self._episode_env_steps = env_steps
+        return self._obs()
+
     def render(self) -> np.ndarray:
         """An RGB frame (H, W, 3) uint8 at ``render_size`` from the training camera."""
         return self._env.physics.render(self.render_size, self.render_size, camera_id=self.camera_id)
 
     def close(self) -> None:
         self._env = None
+
+
+def _random_state(random: np.random.RandomState) -> list:
+    """A RandomState's state as [kind, key (uint32 array), pos, has_gauss, cached_gaussian]."""
+    kind, key, pos, has_gauss, cached = random.get_state()
+    return [str(kind), np.array(key, dtype=np.uint32), int(pos), int(has_gauss), float(cached)]
+
+
+def _to_random_state(value) -> tuple:
+    kind, key, pos, has_gauss, cached = value
+    return str(kind), np.asarray(key, dtype=np.uint32), int(pos), int(has_gauss), float(cached)
 
 
 def _flat_names(spec) -> list[str]:

@@ -58,8 +58,13 @@ def captured(monkeypatch):
     from curlrl.jobs import pretrain, train
 
     got = {}
-    monkeypatch.setattr(train, "train", lambda cfg, run_dir, resume=False: got.update(cfg=cfg, resume=resume))
-    monkeypatch.setattr(pretrain, "pretrain", lambda cfg, run_dir, resume=False: got.update(cfg=cfg, resume=resume))
+
+    def job(cfg, run_dir, resume=False, stop=None):
+        got.update(cfg=cfg, resume=resume)
+        return {"stopped_by": None}  # the summary's key the command reads
+
+    monkeypatch.setattr(train, "train", job)
+    monkeypatch.setattr(pretrain, "pretrain", job)
     return got
 
 

@@ -117,3 +117,32 @@ def test_users_mujoco_gl_wins(monkeypatch):
     from curlrl.envs import rendering
     monkeypatch.setenv("MUJOCO_GL", "osmesa")
     assert rendering.select_gl_backend(candidates=()) == "osmesa"
+
+
+@pytest.mark.parametrize("task", ["cartpole-swingup", "reacher-easy"])  # reacher: the reset moves the target
+def test_episode_state_continues_the_episode_exactly(task):
+    a = make_env(task, image_size=24, action_repeat=8, frame_stack=3, seed=1)
+    b = make_env(task, image_size=24, action_repeat=8, frame_stack=3, seed=5)
+    actions = np.random.default_rng(0).uniform(-1, 1, (125,) + a.action_space.shape).astype(np.float32)
+    a.reset(seed=3)
+    b.reset(seed=4)
+    for act in actions[:40]:
+        a.step(act)
+    state = a.get_episode_state()
+    # what a checkpoint does to it: numpy arrays, plain ints and floats, lists
+    assert state["frames"].dtype == np.uint8 and state["physics"].dtype == np.float64
+    assert np.array_equal(b.set_episode_state(state), np.concatenate(state["frames"]))
+    for n, act in enumerate(actions[40:], start=41):
+        obs_a, *rest_a, info_a = a.step(act)
+        obs_b, *rest_b, info_b = b.step(act)
+        assert np.array_equal(obs_a, obs_b) and rest_a == rest_b, n
+        assert np.array_equal(info_a["state"], info_b["state"]) and info_a["env_steps"] == info_b["env_steps"]
+    assert rest_b[2] and info_b["env_steps"] == 1000  # the time limit still comes at the same step
+
+
+def test_episode_state_of_another_env_is_refused():
+    a = make_env("cartpole-swingup", image_size=24, action_repeat=8, frame_stack=3, seed=1)
+    a.reset(seed=0)
+    b = make_env("cartpole-swingup", image_size=32, action_repeat=8, frame_stack=3, seed=1)
+    with pytest.raises(EnvError, match="set_episode_state"):
+        b.set_episode_state(a.get_episode_state())

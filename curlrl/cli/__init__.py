@@ -65,7 +65,16 @@ def _train(args: argparse.Namespace) -> int:
     if not args.resume and run_dir.is_dir() and any(run_dir.iterdir()):
         raise ConfigError(f"run dir {run_dir} is not empty: pass --resume to continue its run "
                           f"or choose another --run-dir")
-    train(cfg, run_dir, resume=args.resume)
+    import shlex
+
+    from curlrl.jobs.signals import stop_message, stop_on_signals
+
+    resume = f"curlrl train --resume --run-dir {shlex.quote(str(run_dir))}"
+    with stop_on_signals(resume) as stop:
+        summary = train(cfg, run_dir, resume=args.resume, stop=stop)
+    if summary["stopped_by"] is not None:
+        print(stop_message(stop, f"env step {summary['env_steps']}", resume), file=sys.stderr)
+        return stop.exit_code
     return 0
 
 

@@ -41,7 +41,17 @@ def _pretrain(args: argparse.Namespace) -> int:
             raise ConfigError(f"run dir {run} already holds a pretrain run: pass --resume to continue it "
                               f"or choose another --run-dir")
         cfg = resolve(data_dir, overrides)
-    pretrain(cfg, run.path, resume=args.resume)
+    import shlex
+    import sys
+
+    from curlrl.jobs.signals import stop_message, stop_on_signals
+
+    resume = f"curlrl pretrain --resume --run-dir {shlex.quote(str(run.path))}"
+    with stop_on_signals(resume) as stop:
+        summary = pretrain(cfg, run.path, resume=args.resume, stop=stop)
+    if summary["stopped_by"] is not None:
+        print(stop_message(stop, f"update {summary['steps']}", resume), file=sys.stderr)
+        return stop.exit_code
     return 0
 
 

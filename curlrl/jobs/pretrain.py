@@ -30,6 +30,7 @@ from curlrl.encoder import PixelEncoder
 from curlrl.errors import CheckpointError, ConfigError
 from curlrl.jobs import config as config_mod
 from curlrl.jobs.rundir import PRETRAIN_COLUMNS, PRETRAIN_KIND, RunDir, RunWriter
+from curlrl.jobs.signals import StopFlag
 from curlrl.options import EncoderConfig, option
 
 CHECKPOINT_KIND = PRETRAIN_KIND
@@ -128,6 +129,9 @@ class Pretrainer(RunWriter):
         self.rng = np.random.default_rng(cfg.seed)
         self.step = 0
         self.ckpt = self.rundir.checkpoint_path
+        # metrics of the updates since the last pretrain.csv row (carried by a checkpoint made between rows)
+        self.window: list[dict[str, torch.Tensor]] = []
+        self.stopped_by: str | None = None  # the signal's name after run() stopped early
         if resume:
             self._load()
         (self.log,) = self.open_files([(RunDir.PRETRAIN_CSV, PRETRAIN_COLUMNS, lambda r: int(r["step"]) <= self.step)],
@@ -180,13 +184,19 @@ class Pretrainer(RunWriter):
             ema_update(self.key_encoder, self.encoder, cfg.encoder_tau)
         return dict(loss=loss.detach(), accuracy=self.curl_head.accuracy_tensor(z_anchor.detach(), z_key))
 
-    def run(self) -> dict:
-        """Train to ``steps`` updates; returns a summary (printed unless quiet)."""
+    def run(self, stop: StopFlag | None = None) -> dict:
+        """Train to ``steps`` updates; returns a summary (printed unless quiet).
+
+        ``stop`` (:mod:`curlrl.jobs.signals`): once set, the run finishes the update it is in,
+        writes a checkpoint of it and returns early (the summary's ``stopped_by`` names the signal)."""
         cfg = self.cfg
         start_step = self.step
         with self.running(cfg.steps, "update", initial=self.step) as bar:
-            window, t_window, last = [], time.time(), {}
+            window, t_window, last = self.window, time.time(), {}
             while self.step < cfg.steps:
+                if stop:
+                    self.stopped_by = stop.name
+                    break
                 window.append(self.update())
                 bar.update(1)
                 if self.step % cfg.log_every == 0 or self.step == cfg.steps:
@@ -197,14 +207,16 @@ class Pretrainer(RunWriter):
                         self.tb.add_scalar(f"pretrain/{k}", v, self.step)
                     bar.set_postfix(loss=f"{last['loss']:.3f}", acc=f"{last['accuracy']:.2f}", refresh=False)
                     window, t_window = [], time.time()
+                    self.window = window
                 if self.step % cfg.checkpoint_every == 0 and self.step < cfg.steps:
                     self._save()
         wall = self.wall()
         self._save()
         summary = dict(run_dir=str(self.run_dir), steps=self.step, loss=last.get("loss"),
                        accuracy=last.get("accuracy"), train_episodes=len(self.train_episodes),
-                       holdout_episodes=len(self.holdout_episodes), wall_s=round(wall, 1))
-        if not self.quiet:
+                       holdout_episodes=len(self.holdout_episodes), wall_s=round(wall, 1),
+                       stopped_by=self.stopped_by)
+        if not self.quiet and self.stopped_by is None:  # a stop has its own line (the command's)
             acc = "n/a" if last.get("accuracy") is None else f"{last['accuracy']:.3f}"
             print(f"curlrl: pretrained {self.step - start_step} updates (to {self.step}) in "
                   f"{time.time() - self.t_start:.0f}s; last contrastive accuracy {acc}; "
@@ -212,7 +224,7 @@ class Pretrainer(RunWriter):
         return summary
 
     def _save(self) -> None:
-        self.rundir.save_checkpoint({
+        state = {
             "kind": PRETRAIN_KIND,
             "config": json.dumps(dataclasses.asdict(self.cfg)),
             "encoder": self.encoder.state_dict(),
@@ -224,7 +236,16 @@ class Pretrainer(RunWriter):
             "torch_rng": torch.get_rng_state(),
             "generator": self.generator.get_state(),
             "rng": json.dumps(self.rng.bit_generator.state),
-        })
+        }
+        state.update(self._window_state())
+        self.rundir.save_checkpoint(state)
+
+    def _window_state(self) -> dict:
+        """``{"log_window": {key: 1-d tensor}}``: the metrics of the updates since the last
+        pretrain.csv row, so that a resumed run's next row averages the same updates."""
+        if not self.window:
+            return {}
+        return {"log_window": {k: torch.stack([m[k] for m in self.window]) for k in self.window[0]}}
 
     def _load(self) -> None:
         self.check_resumable()
@@ -239,11 +260,14 @@ class Pretrainer(RunWriter):
             gen = state["generator"]
             self.generator.set_state(gen.cpu() if self.device.type == "cpu" else gen)
             self.rng.bit_generator.state = json.loads(state["rng"])
+            window = state.get("log_window", {})
+            self.window = [dict(zip(window, values)) for values in zip(*(v.unbind(0) for v in window.values()))]
         except (KeyError, RuntimeError, TypeError, ValueError, AttributeError) as exc:
             raise CheckpointError(f"{self.ckpt} is not a pretrain checkpoint matching this config ({exc})") from None
 
 
-def pretrain(cfg: PretrainConfig, run_dir: str | Path, resume: bool = False, quiet: bool = False) -> dict:
-    """Pretrain (or resume) in ``run_dir`` and return the summary."""
+def pretrain(cfg: PretrainConfig, run_dir: str | Path, resume: bool = False, quiet: bool = False,
+             stop: StopFlag | None = None) -> dict:
+    """Pretrain (or resume) in ``run_dir`` and return the summary (``stop``: see :meth:`Pretrainer.run`)."""
     with Pretrainer(cfg, run_dir, resume=resume, quiet=quiet) as trainer:
-        return trainer.run()
+        return trainer.run(stop)

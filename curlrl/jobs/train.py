@@ -20,6 +20,7 @@ from curlrl.jobs.config import TrainConfig
 from curlrl.jobs.evaluate import episode_seed, evaluate
 from curlrl.jobs.rundir import (CHECKPOINT_VERSION, EVAL_COLUMNS, TRAIN_COLUMNS, TRAIN_KIND, RunDir, RunWriter,
                                 global_rng_state, set_global_rng_state)
+from curlrl.jobs.signals import StopFlag
 from curlrl.replay import BaseReplayBuffer, DeviceReplayBuffer, ReplayBuffer
 
 EVAL_SEED_OFFSET = 10_000  # the evaluation env's seed is the run's seed plus this
@@ -103,6 +104,10 @@ class Trainer(RunWriter):
         self.eval_index = 0
         self.last_eval: float | None = None
         self.refill_until = 0  # after a resume without saved replay: random actions until this env step
+        # the episode in progress while run() writes its last checkpoint: return, start, metrics, seconds
+        self._open_episode: dict | None = None
+        self._resumed_episode: dict | None = None  # from a checkpoint written mid-episode
+        self.stopped_by: str | None = None  # the signal's name after run() stopped early
         if resume:
             self._load_checkpoint()
         else:
@@ -136,7 +141,26 @@ class Trainer(RunWriter):
             "rng": global_rng_state(),
             "action_rng": json.dumps(self.action_rng.bit_generator.state),
         }
+        state.update(self._episode_state())
         self.rundir.save_checkpoint(state)
+
+    def _episode_state(self) -> dict:
+        """``{"episode": ...}`` when a checkpoint is written mid-episode (a stop, the end of the
+        run): the env's state (:meth:`DMCPixelEnv.get_episode_state`, arrays as tensors), the
+        return so far, the episode's first env step, seconds so far, and the metrics of its
+        updates so far (one 1-d tensor per key); ``{}`` between episodes."""
+        ep = self._open_episode
+        if ep is None:
+            return {}
+        metrics: dict[str, list] = {}
+        for m in ep["metrics"]:
+            for k, v in m.items():
+                metrics.setdefault(k, []).append(v)
+        return {"episode": {
+            "env": _to_tensors(self.env.get_episode_state()),
+            "return": float(ep["return"]), "start": int(ep["start"]), "seconds": float(ep["seconds"]),
+            "metrics": {k: torch.stack(v) for k, v in metrics.items()},
+        }}
 
     def _load_checkpoint(self) -> None:
         self.check_resumable()
@@ -151,6 +175,13 @@ class Trainer(RunWriter):
             self.last_eval = None if state["last_eval"] == -1.0 else float(state["last_eval"])
             set_global_rng_state(state["rng"])
             self.action_rng.bit_generator.state = json.loads(state["action_rng"])
+            ep = state.get("episode")
+            if ep is not None:
+                self._resumed_episode = dict(
+                    env=_to_numpy(ep["env"]), start=int(ep["start"]), seconds=float(ep["seconds"]),
+                    ep_return=float(ep["return"]),
+                    # per key, in update order: what _end_episode averages
+                    metrics=[{k: v} for k, values in ep["metrics"].items() for v in values.unbind(0)])
         except (KeyError, RuntimeError, TypeError, ValueError) as exc:
             raise CheckpointError(f"checkpoint {path} is incomplete ({type(exc).__name__}: {exc})") from None
         replay_path = self.rundir.replay_path
@@ -158,7 +189,9 @@ class Trainer(RunWriter):
             self.replay.load(replay_path)
             if self.replay.transitions_written != c["transitions"]:
                 raise CheckpointError(f"{replay_path} does not belong to {path} (written at another step)")
-        self.replay.end_episode()  # the resumed run starts a new episode
+        if self._resumed_episode is None:
+            self.replay.end_episode()  # the resumed run starts a new episode
+        # else the replay's open episode goes on (with save_replay; without it, it is empty)
         if self.replay.transitions_written == 0:  # refill with random actions, as at the start
             self.refill_until = self.env_step + self.cfg.init_steps
 
@@ -181,14 +214,27 @@ class Trainer(RunWriter):
         self.eval_index += 1
         self.next_eval += cfg.eval_every
 
-    def run(self) -> dict:
-        """Train to ``env_steps``; returns a summary dict (also printed unless quiet)."""
+    def run(self, stop: StopFlag | None = None) -> dict:
+        """Train to ``env_steps``; returns a summary dict (also printed unless quiet).
+
+        ``stop`` (see :mod:`curlrl.jobs.signals`): once it is set, the run finishes the env
+        step it is in, writes a checkpoint of that step (with the episode in progress) and
+        returns early; the summary's ``stopped_by`` then names the signal (else None)."""
         cfg, agent, env, replay = self.cfg, self.agent, self.env, self.replay
         start_step = self.env_step
         with self.running(cfg.env_steps, "env step", initial=self.env_step) as bar:
-            obs, _ = env.reset(seed=episode_seed(cfg.seed, self.episode))
-            ep_return, ep_start, ep_metrics, t_ep = 0.0, self.env_step, [], time.time()
+            resumed, self._resumed_episode = self._resumed_episode, None
+            if resumed is None:
+                obs, _ = env.reset(seed=episode_seed(cfg.seed, self.episode))
+                ep_return, ep_start, ep_metrics, t_ep = 0.0, self.env_step, [], time.time()
+            else:  # the checkpoint was written mid-episode: go on with that episode
+                obs = env.set_episode_state(resumed["env"])
+                ep_return, ep_start, ep_metrics = resumed["ep_return"], resumed["start"], resumed["metrics"]
+                t_ep = time.time() - resumed["seconds"]
             while True:
+                if stop and self.env_step < cfg.env_steps:
+                    self.stopped_by = stop.name
+                    break
                 if self.env_step >= self.next_eval:
                     self._evaluate()
                     bar.set_postfix(eval_return=self._last_eval_text(), updates=agent.updates, refresh=False)
@@ -221,7 +267,13 @@ class Trainer(RunWriter):
                         self._save_checkpoint()
                     obs, _ = env.reset(seed=episode_seed(cfg.seed, self.episode))
                     ep_return, ep_start, ep_metrics, t_ep = 0.0, self.env_step, [], time.time()
-        self._save_checkpoint()
+            # the episode in progress goes into this checkpoint (a stop, or the end of the run)
+            self._open_episode = {"return": ep_return, "start": ep_start, "metrics": ep_metrics,
+                                  "seconds": time.time() - t_ep}
+            try:
+                self._save_checkpoint()
+            finally:
+                self._open_episode = None
         return self._summary(start_step)
 
     def _end_episode(self, ep_return: float, length: int, metrics: list[dict], seconds: float) -> None:
@@ -243,8 +295,9 @@ class Trainer(RunWriter):
     def _summary(self, start_step: int) -> dict:
         summary = dict(run_dir=str(self.run_dir), task=self.cfg.task, seed=self.cfg.seed, env_steps=self.env_step,
                        agent_steps=self.env_step // self.cfg.action_repeat, updates=self.agent.updates,
-                       episodes=self.episode, last_eval_return=self.last_eval, wall_s=round(self.wall(), 1))
-        if not self.quiet:
+                       episodes=self.episode, last_eval_return=self.last_eval, wall_s=round(self.wall(), 1),
+                       stopped_by=self.stopped_by)
+        if not self.quiet and self.stopped_by is None:  # a stop has its own line (the command's)
             took = time.time() - self.t_start
             rate = (self.env_step - start_step) / max(took, 1e-9)
             ev = self._last_eval_text()
@@ -256,7 +309,34 @@ class Trainer(RunWriter):
         return summary
 
 
-def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, quiet: bool = False) -> dict:
-    """Train (or resume) a run in ``run_dir`` and return its summary."""
+def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, quiet: bool = False,
+          stop: StopFlag | None = None) -> dict:
+    """Train (or resume) a run in ``run_dir`` and return its summary.
+
+    ``stop``: a :class:`~curlrl.jobs.signals.StopFlag` that ends the run early, with a
+    checkpoint of the step it reached (opt-in; ``curlrl train`` sets one from SIGTERM,
+    SIGINT and SIGUSR1 through :func:`~curlrl.jobs.signals.stop_on_signals`)."""
     with Trainer(cfg, run_dir, resume=resume, quiet=quiet) as trainer:
-        return trainer.run()
+        return trainer.run(stop)
+
+
+def _to_tensors(obj):
+    """numpy arrays (uint32 as int64) -> CPU tensors, through dicts and lists: a weights-only load reads them."""
+    if isinstance(obj, np.ndarray):
+        return torch.from_numpy(obj.astype(np.int64) if obj.dtype == np.uint32 else obj.copy())
+    if isinstance(obj, dict):
+        return {k: _to_tensors(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_to_tensors(v) for v in obj]
+    return obj
+
+
+def _to_numpy(obj):
+    """The inverse of :func:`_to_tensors` (the env casts each array back to its dtype)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.cpu().numpy()
+    if isinstance(obj, dict):
+        return {k: _to_numpy(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_to_numpy(v) for v in obj]
+    return obj
