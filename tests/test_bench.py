@@ -357,3 +357,53 @@ def test_stop_signal_exit_codes():
     assert bench.stopped_by(143) == signal.SIGTERM and bench.stopped_by(-signal.SIGUSR1) == signal.SIGUSR1
     assert bench.stopped_by(130) == signal.SIGINT and bench.stopped_by(138) == signal.SIGUSR1
     assert bench.stopped_by(0) is None and bench.stopped_by(1) is None and bench.stopped_by(-9) is None
+
+
+def test_stop_children_waits_for_a_clean_stop_then_kills(monkeypatch):
+    """stop_children: a child that stops cleanly on SIGUSR1 (the contract of `curlrl train`)
+    is waited for; one that ignores it is killed once the wait is over."""
+    from curlrl.jobs.bench import launch
+
+    clean = ("import signal, sys, time\n"
+             "signal.signal(signal.SIGUSR1, lambda s, f: (time.sleep(0.5), sys.exit(128 + s)))\n"
+             "print('ready', flush=True)\n"
+             "time.sleep(60)\n")
+    deaf = ("import signal, time\nsignal.signal(signal.SIGUSR1, signal.SIG_IGN)\n"
+            "print('ready', flush=True)\ntime.sleep(60)\n")
+    monkeypatch.setattr(launch, "_PROCS", set())
+    for code, wait_s, expected in [(clean, 30.0, [128 + signal.SIGUSR1]), (deaf, 1.0, [-signal.SIGKILL])]:
+        proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+        assert proc.stdout.readline().strip() == "ready"
+        launch._PROCS.add(proc)
+        t0 = time.time()
+        assert bench.stop_children(signal.SIGUSR1, wait_s) == expected
+        assert time.time() - t0 < 10 and proc.returncode == expected[0]
+        launch._PROCS.discard(proc)
+        proc.stdout.close()
+    assert bench.stop_children(signal.SIGUSR1, 1.0) == []
+
+
+def test_train_job_checkpoint_returns_the_same_call(tmp_path, monkeypatch):
+    """TrainJob.checkpoint stops the child with SIGUSR1 -- unless SLURM's SIGTERM just reached
+    the whole job (the child is already stopping: a second signal would cut its checkpoint
+    short) -- notes it in the run's log and hands submitit the same spec to requeue."""
+    from curlrl.jobs.bench import launch
+
+    spec = bench.RunSpec("cartpole-swingup", 0, str(tmp_path / "run"), str(tmp_path / "seed0.log"), [], 1600, 1,
+                         "cpu")
+    # dies of SIGUSR1 (no handler); on its own it exits 143 after a second, like a train stopping on SIGTERM
+    child = "import sys, time\nprint('ready', flush=True)\ntime.sleep(1)\nsys.exit(143)\n"
+    monkeypatch.setattr(launch, "_PROCS", set())
+    for sigterm_at, code, how in [(None, -signal.SIGUSR1, "sent SIGUSR1"),
+                                  (time.time(), 143, "already stopping on SIGTERM")]:
+        proc = subprocess.Popen([sys.executable, "-c", child], stdout=subprocess.PIPE, text=True)
+        assert proc.stdout.readline().strip() == "ready"
+        launch._PROCS.add(proc)
+        job = bench.TrainJob(stop_wait_s=30)
+        job._sigterm_at = sigterm_at
+        delayed = job.checkpoint(spec)
+        assert proc.returncode == code
+        assert isinstance(delayed.function, bench.TrainJob) and delayed.args == (spec,)
+        assert f"curlrl train {how}, exit codes [{code}]; requeued" in Path(spec.log_path).read_text()
+        launch._PROCS.discard(proc)
+        proc.stdout.close()
