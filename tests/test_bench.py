@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import HANG_TIMEOUT_S
 
 from curlrl.jobs import bench
 from curlrl.cli import main
@@ -212,7 +213,7 @@ def test_parse_time_and_slurm_executor(tmp_path, monkeypatch):
     ex = bench.make_executor("slurm", tmp_path / "s", threads=8, slurm=opts)
     script = ex._executor._make_submission_file_text("python job.py", "uid")
     for line in ("--partition=gpu", "--time=600", "--cpus-per-task=8", "--gpus-per-node=1", "--account=rl",
-                 "--exclude=n3", "--signal=USR2@"):
+                 "--exclude=n3", "--signal=USR2@180"):
         assert f"#SBATCH {line}" in script
 
 
@@ -278,3 +279,131 @@ def test_argument_mistakes_name_the_flag_only_in_the_cli(tmp_path, capsys):
     err = capsys.readouterr().err
     assert f"suite file {path}: the number of seeds must be > 0" in err and "--seeds" not in err
     assert not (tmp_path / "x").exists()
+
+
+def _submitit_tasks(folder: Path) -> list[int]:
+    """Pids of the submitit job processes (``python -m submitit.core._submit FOLDER``) of ``folder``."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"submitit.core._submit" in argv and str(folder).encode() in argv:
+            pids.append(int(entry.name))
+    return pids
+
+
+def test_submitit_job_requeues_on_its_signal_and_resumes(tmp_path):
+    """A submitit-local job signalled (as SLURM does at the time limit or on preemption) stops
+    its `curlrl train`, is requeued, resumes from the checkpoint and is counted once."""
+    import threading
+
+    out = tmp_path / "b"
+    run_dir = out / "runs" / "cartpole-swingup" / "seed0"
+    folder = out / "submitit"
+    signalled: list[int] = []
+    ignoring: list[bool] = []
+    stop = threading.Event()
+
+    def interrupt_once_checkpointed() -> None:
+        deadline = time.time() + HANG_TIMEOUT_S
+        while not stop.is_set() and time.time() < deadline:
+            rd = RunDir(run_dir)
+            step = rd.checkpoint_env_step() if rd.has_checkpoint() else None
+            pids = _submitit_tasks(folder)
+            if step is not None and 0 < step < 1600 and len(pids) == 1:
+                children = Path(f"/proc/{pids[0]}/task/{pids[0]}/children").read_text().split()
+                for child in children:  # curlrl train ignores the USR2 SLURM sends every process of the job
+                    status = Path(f"/proc/{child}/status").read_text()
+                    sig_ign = int(next(ln for ln in status.splitlines() if ln.startswith("SigIgn:")).split()[1], 16)
+                    ignoring.append(bool(sig_ign >> (signal.SIGUSR2 - 1) & 1))
+                signalled.append(step)
+                os.kill(pids[0], signal.SIGUSR2)  # submitit's requeue signal (what LocalJob._interrupt sends)
+                return
+            time.sleep(0.2)
+
+    watcher = threading.Thread(target=interrupt_once_checkpointed, daemon=True)
+    watcher.start()
+    lines: list[str] = []
+    try:
+        results = bench.run_bench(bench.load_suite("planet100k"), out, ["env_steps=1600", *TINY],
+                                  ["cartpole-swingup"], seeds=1, workers=1, launcher="submitit-local",
+                                  report=lines.append, progress_every=0)
+    finally:
+        stop.set()
+        watcher.join()
+    text = "\n".join(lines)
+    assert signalled, f"the run finished before it could be signalled\n{text}"
+    assert ignoring == [True]
+    assert [(r.outcome, r.env_step) for r in results] == [("resumed", 1600)], text
+    assert "1 runs: 0 done, 1 resumed, 0 already finished, 0 failed" in text
+    log = (out / "logs" / "cartpole-swingup" / "seed0.log").read_text()
+    assert "job signalled (time limit or preemption)" in log and "requeued" in log
+    resumed_from = [int(ln.split("resume from env step ")[1].split()[0])
+                    for ln in log.splitlines() if "resume from env step" in ln]
+    assert len(resumed_from) == 1 and 0 < signalled[0] <= resumed_from[0] < 1600, log
+    assert RunDir(run_dir).checkpoint_env_step() == 1600
+    assert _eval_steps(run_dir) == [0, 800, 1600]  # no evaluation lost or repeated
+    with open(run_dir / "train.csv", newline="") as fh:
+        steps = [int(row["env_step"]) for row in csv.DictReader(fh)]
+    # one row per episode: the rows written before the signal are kept, none is repeated
+    assert steps and steps == sorted(set(steps)) and steps[0] <= resumed_from[0], steps
+
+
+def test_stop_signal_exit_codes():
+    assert bench.stopped_by(143) == signal.SIGTERM and bench.stopped_by(-signal.SIGUSR1) == signal.SIGUSR1
+    assert bench.stopped_by(130) == signal.SIGINT and bench.stopped_by(138) == signal.SIGUSR1
+    assert bench.stopped_by(0) is None and bench.stopped_by(1) is None and bench.stopped_by(-9) is None
+
+
+def test_stop_children_waits_for_a_clean_stop_then_kills(monkeypatch):
+    """stop_children: a child that stops cleanly on SIGUSR1 (the contract of `curlrl train`)
+    is waited for; one that ignores it is killed once the wait is over."""
+    from curlrl.jobs.bench import launch
+
+    clean = ("import signal, sys, time\n"
+             "signal.signal(signal.SIGUSR1, lambda s, f: (time.sleep(0.5), sys.exit(128 + s)))\n"
+             "print('ready', flush=True)\n"
+             "time.sleep(60)\n")
+    deaf = ("import signal, time\nsignal.signal(signal.SIGUSR1, signal.SIG_IGN)\n"
+            "print('ready', flush=True)\ntime.sleep(60)\n")
+    monkeypatch.setattr(launch, "_PROCS", set())
+    for code, wait_s, expected in [(clean, 30.0, [128 + signal.SIGUSR1]), (deaf, 1.0, [-signal.SIGKILL])]:
+        proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+        assert proc.stdout.readline().strip() == "ready"
+        launch._PROCS.add(proc)
+        t0 = time.time()
+        assert bench.stop_children(signal.SIGUSR1, wait_s) == expected
+        assert time.time() - t0 < 10 and proc.returncode == expected[0]
+        launch._PROCS.discard(proc)
+        proc.stdout.close()
+    assert bench.stop_children(signal.SIGUSR1, 1.0) == []
+
+
+def test_train_job_checkpoint_returns_the_same_call(tmp_path, monkeypatch):
+    """TrainJob.checkpoint stops the child with SIGUSR1 -- unless SLURM's SIGTERM just reached
+    the whole job (the child is already stopping: a second signal would cut its checkpoint
+    short) -- notes it in the run's log and hands submitit the same spec to requeue."""
+    from curlrl.jobs.bench import launch
+
+    spec = bench.RunSpec("cartpole-swingup", 0, str(tmp_path / "run"), str(tmp_path / "seed0.log"), [], 1600, 1,
+                         "cpu")
+    # dies of SIGUSR1 (no handler); on its own it exits 143 after a second, like a train stopping on SIGTERM
+    child = "import sys, time\nprint('ready', flush=True)\ntime.sleep(1)\nsys.exit(143)\n"
+    monkeypatch.setattr(launch, "_PROCS", set())
+    for sigterm_at, code, how in [(None, -signal.SIGUSR1, "sent SIGUSR1"),
+                                  (time.time(), 143, "already stopping on SIGTERM")]:
+        proc = subprocess.Popen([sys.executable, "-c", child], stdout=subprocess.PIPE, text=True)
+        assert proc.stdout.readline().strip() == "ready"
+        launch._PROCS.add(proc)
+        job = bench.TrainJob(stop_wait_s=30)
+        job._sigterm_at = sigterm_at
+        delayed = job.checkpoint(spec)
+        assert proc.returncode == code
+        assert isinstance(delayed.function, bench.TrainJob) and delayed.args == (spec,)
+        assert f"curlrl train {how}, exit codes [{code}]; requeued" in Path(spec.log_path).read_text()
+        launch._PROCS.discard(proc)
+        proc.stdout.close()

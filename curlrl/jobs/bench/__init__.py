@@ -22,19 +22,22 @@ from pathlib import Path
 from typing import Sequence
 
 from curlrl.errors import ConfigError
-from curlrl.jobs.bench.launch import (LAUNCHERS, STALE_MARK, Report, SlurmOptions, TrainJob, execute,
-                                      launch_local, launch_submitit, make_executor, parse_time_min,
-                                      progress_line, terminate_children)
+from curlrl.jobs.bench.launch import (LAUNCHERS, STALE_MARK, STOP_SIGNALS, STOP_WAIT_S, Report, SlurmOptions,
+                                      TrainJob, execute, launch_local, launch_submitit, make_executor,
+                                      parse_time_min, progress_line, stop_children, stopped_by,
+                                      terminate_children)
 from curlrl.jobs.bench.results import (SUMMARY_COLUMNS, RunResult, RunStatus, duration, run_status,
                                        settled_result, summary_table, write_summary)
 from curlrl.jobs.bench.suite import (SUITES, ArgumentError, RunSpec, Suite, load_suite, parse_seeds, plan,
                                      plan_table)
 from curlrl.jobs.host import usable_cpus
 
-__all__ = ["LAUNCHERS", "STALE_MARK", "SUITES", "SUMMARY_COLUMNS", "ArgumentError", "RunResult", "RunSpec",
+__all__ = ["LAUNCHERS", "STALE_MARK", "STOP_SIGNALS", "STOP_WAIT_S", "SUITES",
+            "SUMMARY_COLUMNS", "ArgumentError", "RunResult", "RunSpec",
            "RunStatus", "SlurmOptions", "Suite", "TrainJob", "execute", "launch_local", "launch_submitit",
            "load_suite", "make_executor", "parse_seeds", "parse_time_min", "plan", "progress_line", "run_bench",
-           "run_status", "summary_table", "terminate_children", "write_summary"]
+           "run_status", "stop_children", "stopped_by", "summary_table", "terminate_children",
+           "write_summary"]
 
 
 def run_bench(suite: Suite, out: str | Path, overrides: Sequence[str] = (), tasks: Sequence[str] | None = None,

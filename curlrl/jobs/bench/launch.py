@@ -3,10 +3,20 @@ submitit jobs (SLURM, or submitit's local executor); progress lines while they g
 
 Whether a run starts, resumes or is skipped is decided from its run directory when the job
 runs (:func:`execute`), not when it was queued, so a re-queued SLURM job resumes its run.
+
+Requeue (slurm, submitit-local): submitit signals the job process (SIGUSR2 by default,
+``slurm_signal_delay_s`` = :attr:`SlurmOptions.signal_delay_s` seconds before the time limit,
+and on preemption); :meth:`TrainJob.checkpoint` then stops the ``curlrl train`` child with
+SIGUSR1 (it finishes its step, writes a checkpoint and exits; older versions just die and
+leave their last periodic checkpoint), waits for it at most :data:`STOP_WAIT_S` seconds
+(then SIGKILL), and hands submitit the same spec to requeue. The requeued job resumes from
+the checkpoint. The child ignores submitit's own signal, which SLURM sends to every process
+of the job step.
 """
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -35,7 +45,15 @@ STALE_MARK = ".stale-"
 Report = Callable[[str], None]
 
 _PROCS: set[subprocess.Popen] = set()
-_PROCS_LOCK = threading.Lock()
+# reentrant: stop_children() takes it in a signal handler, which may have interrupted the
+# main thread while it held the lock
+_PROCS_LOCK = threading.RLock()
+
+# `curlrl train` stops cleanly on these: finishes its step, checkpoints, exits 128 + signum.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
+# How long a requeued job's checkpoint() waits for the child to write its checkpoint and exit
+# before SIGKILL; SlurmOptions.signal_delay_s must leave room for it before SLURM's own kill.
+STOP_WAIT_S = 120.0
 
 
 def _auto_device() -> str:
@@ -57,14 +75,37 @@ def _log_tail(path: str | Path, lines: int = 1) -> str:
     return " | ".join(parts[-lines:])
 
 
-def execute(spec: RunSpec) -> RunResult:
+def stopped_by(returncode: int | None) -> signal.Signals | None:
+    """The stop signal (:data:`STOP_SIGNALS`) a ``curlrl train`` exit code reports: 128 + signum
+    when it stopped cleanly, -signum when the signal killed it; None otherwise."""
+    for sig in STOP_SIGNALS:
+        if returncode in (128 + sig, -sig):
+            return sig
+    return None
+
+
+def _ignoring(signals: tuple[int, ...]) -> Callable[[], None] | None:
+    """A ``preexec_fn`` that makes the child ignore ``signals`` (an ignored signal stays ignored across exec)."""
+    if not signals:
+        return None
+
+    def preexec() -> None:
+        for sig in signals:
+            signal.signal(sig, signal.SIG_IGN)
+
+    return preexec
+
+
+def execute(spec: RunSpec, ignore_signals: tuple[int, ...] = ()) -> RunResult:
     """Start or resume one run in a ``curlrl train`` subprocess and wait for it.
 
     The run directory decides (at the time the job runs, not when it was queued): finished
     -> skipped; checkpoint present -> ``--resume`` to ``spec.env_steps``; otherwise a fresh
     start (the files of an earlier attempt that never reached a checkpoint are moved to
     ``<run_dir>.stale-<time>``, not deleted). stdout and stderr are appended to ``spec.log_path``.
-    Returns its result (``outcome``: skipped / done / resumed / failed).
+    Returns its result (``outcome``: skipped / done / resumed / failed). A run stopped by a
+    signal before its budget is ``failed`` with a message that says so and where it resumes.
+    ``ignore_signals``: signals the child ignores (in a submitit job: submitit's requeue signal).
     """
     t0 = time.time()
     run_dir, log_path = Path(spec.run_dir), Path(spec.log_path)
@@ -94,7 +135,8 @@ def execute(spec: RunSpec) -> RunResult:
         log.write(f"\n=== curlrl bench: {action} {spec.name} on {socket.gethostname()} at "
                   f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n=== {' '.join(argv)}\n")
         log.flush()
-        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                                preexec_fn=_ignoring(ignore_signals))
         with _PROCS_LOCK:
             _PROCS.add(proc)
         try:
@@ -109,19 +151,112 @@ def execute(spec: RunSpec) -> RunResult:
         result.outcome = "resumed" if status.state == "partial" else "done"
     else:
         why = f"killed by signal {-rc}" if rc < 0 else f"exit code {rc}"
-        if rc == 0:
+        sig = stopped_by(rc)
+        if sig is not None and after.state == "partial":
+            why = f"stopped by {sig.name} at env step {after.env_step} (re-run to resume)"
+        elif rc == 0:
             why = f"exited at env step {after.env_step} < {spec.env_steps}"
         result.message = f"{why}; last log line: {_log_tail(log_path) or '(empty)'}"
     return result
 
 
+def _submitit_signal() -> int:
+    """The signal submitit requeues on (``SUBMITIT_PREEMPT_SIGNAL``, USR2 by default)."""
+    return getattr(signal, "SIG" + os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2"), signal.SIGUSR2)
+
+
+def _log_line(path: str | Path, text: str) -> None:
+    try:
+        with open(path, "a") as fh:
+            fh.write(f"=== curlrl bench: {text} at {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+    except OSError:
+        pass
+
+
+def stop_children(sig: int | None, wait_s: float = STOP_WAIT_S) -> list[int]:
+    """Send ``sig`` (None: none) to the running ``curlrl train`` children and wait up to
+    ``wait_s`` seconds for them to exit, then SIGKILL those left. Returns their exit codes.
+
+    Reaps with ``os.waitpid`` rather than ``Popen.wait``: it is called from a signal handler
+    that may have interrupted a ``Popen.wait`` holding the Popen's lock.
+    """
+    with _PROCS_LOCK:
+        procs = [p for p in _PROCS if p.returncode is None]
+    for proc in procs:
+        if sig is not None:
+            try:
+                os.kill(proc.pid, sig)
+            except ProcessLookupError:
+                pass
+    codes = []
+    for proc in procs:
+        deadline = time.time() + wait_s
+        while True:
+            try:
+                pid, status = os.waitpid(proc.pid, os.WNOHANG)
+            except ChildProcessError:  # reaped elsewhere
+                codes.append(proc.returncode if proc.returncode is not None else 0)
+                break
+            if pid == proc.pid:
+                proc.returncode = os.waitstatus_to_exitcode(status)
+                codes.append(proc.returncode)
+                break
+            if time.time() >= deadline:
+                proc.kill()
+                deadline = float("inf")
+            time.sleep(0.1)
+    return codes
+
+
 class TrainJob(_Checkpointable):
     """The callable submitit runs on a node: :func:`execute`. As a ``Checkpointable``, a job
     hit by its SLURM time limit or preempted is re-queued with the same spec, and since
-    :func:`execute` reads the run directory when it starts, the new job resumes the run."""
+    :func:`execute` reads the run directory when it starts, the new job resumes the run.
+
+    On submitit's signal, :meth:`checkpoint` stops the ``curlrl train`` child with SIGUSR1
+    (it writes a checkpoint and exits) and returns the same call for submitit to requeue.
+    If SLURM has just sent SIGTERM to the whole job (preemption), the child got it too and is
+    already stopping: it is not signalled a second time (a second signal makes it exit at once).
+    """
+
+    def __init__(self, stop_wait_s: float = STOP_WAIT_S) -> None:
+        self.stop_wait_s = stop_wait_s
+        self._sigterm_at: float | None = None
 
     def __call__(self, spec: RunSpec) -> RunResult:
-        return execute(spec)
+        self._watch_sigterm()
+        result = execute(spec, ignore_signals=(_submitit_signal(),))
+        if result.outcome == "failed" and stopped_by(result.returncode) is not None:
+            # SLURM preempts by signalling every process of the job: the child stopped on
+            # SIGTERM before submitit's requeue signal came. Wait for that signal (checkpoint()
+            # then requeues at once) rather than end the job as failed.
+            deadline = time.time() + self.stop_wait_s
+            while time.time() < deadline:
+                time.sleep(1.0)
+        return result
+
+    def _watch_sigterm(self) -> None:
+        """Note the time of SIGTERMs to this process, then pass them on to submitit's handler."""
+        if threading.current_thread() is not threading.main_thread():
+            return
+        previous = signal.getsignal(signal.SIGTERM)
+
+        def on_sigterm(signum, frame):
+            self._sigterm_at = time.time()
+            if callable(previous):
+                previous(signum, frame)
+
+        signal.signal(signal.SIGTERM, on_sigterm)
+
+    def checkpoint(self, spec: RunSpec):  # called by submitit in its signal handler
+        from submitit.helpers import DelayedSubmission
+
+        recent_term = self._sigterm_at is not None and time.time() - self._sigterm_at < self.stop_wait_s
+        codes = stop_children(None if recent_term else signal.SIGUSR1, self.stop_wait_s)
+        how = "already stopping on SIGTERM" if recent_term else "sent SIGUSR1"
+        _log_line(spec.log_path, f"job signalled (time limit or preemption): curlrl train {how}, "
+                                 f"exit codes {codes or '(none running)'}; requeued")
+        return DelayedSubmission(TrainJob(self.stop_wait_s), spec)
 
 
 def terminate_children() -> None:
@@ -146,11 +281,17 @@ class SlurmOptions:
     qos: str | None = None
     constraint: str | None = None
     extra: dict[str, str] = field(default_factory=dict)  # further sbatch options, e.g. {"exclude": "node3"}
+    # seconds before the time limit that submitit's signal comes (sbatch --signal=USR2@N): time
+    # for curlrl train to finish its step and write a checkpoint (STOP_WAIT_S at most) and requeue
+    signal_delay_s: int = 180
 
     def __post_init__(self) -> None:
         if self.cpus <= 0:
             raise ArgumentError("cpus", f"cpus must be > 0, got {self.cpus}",
                                 f"{{option}} must be > 0, got {self.cpus}")
+        if self.signal_delay_s <= 0:
+            raise ArgumentError("signal_delay_s", f"signal_delay_s must be > 0, got {self.signal_delay_s}",
+                                f"{{option}} must be > 0, got {self.signal_delay_s}")
 
 
 def parse_time_min(text: str) -> int:
@@ -197,6 +338,7 @@ def make_executor(launcher: str, folder: str | Path, threads: int, slurm: SlurmO
     params: dict[str, Any] = dict(name="curlrl", timeout_min=slurm.time_min,
                                   cpus_per_task=slurm.cpus if cluster == "slurm" else max(1, threads))
     if cluster == "slurm":
+        params["slurm_signal_delay_s"] = slurm.signal_delay_s
         if slurm.gpus is not None:
             params["gpus_per_node"] = slurm.gpus
         if slurm.mem_gb is not None:
