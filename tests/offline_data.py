@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from curlrl.jobs.rundir import RunDir
+
 # cartpole-swingup at action repeat 20 -> 50 agent steps (51 frames) per episode;
 # 6 episodes = 306 rendered 64x64 frames (~10 s). Pretrain/probe crop 64 -> 56.
 TASK, EPISODES, ACTION_REPEAT, IMAGE_SIZE, CROP = "cartpole-swingup", 6, 20, 64, 56
@@ -30,7 +32,7 @@ def pretrained(tmp_path_factory, data: Path, steps: int = 250) -> Path:
     from curlrl.jobs.pretrain import pretrain, resolve
 
     run = tmp_path_factory.getbasetemp() / f"pretrain-{steps}"
-    if not (run / "checkpoints" / "latest.pt").exists():
+    if not RunDir(run).has_checkpoint():
         cfg = resolve(str(data), SMALL + [f"steps={steps}", "batch_size=64", "log_every=50"])
         pretrain(cfg, run, quiet=True)
     return run
@@ -42,7 +44,7 @@ def train_run(tmp_path_factory) -> Path:
     from curlrl.jobs.train import train
 
     run = tmp_path_factory.getbasetemp() / "train-run"
-    if not (run / "checkpoints" / "latest.pt").exists():
+    if not RunDir(run).has_checkpoint():
         cfg = config_mod.resolve(TASK, overrides=TRAIN_SMALL)
         train(cfg, run, quiet=True)
     return run

@@ -107,11 +107,15 @@ class Pretrainer(RunWriter):
         self.generator = torch.Generator(self.device).manual_seed(cfg.seed)
         self.rng = np.random.default_rng(cfg.seed)
         self.step = 0
-        self.ckpt = self.rundir.checkpoint_path
         if resume:
             self._load()
         (self.log,) = self.open_files([(RunDir.PRETRAIN_CSV, PRETRAIN_COLUMNS, lambda r: int(r["step"]) <= self.step)],
                                       resume_step=self.step if resume else None)
+
+    @property
+    def ckpt(self) -> Path:
+        """The current checkpoint's state file (its folder changes with each save)."""
+        return self.rundir.checkpoint_path
 
     def _anchor_indices(self) -> np.ndarray:
         """Frames that can be anchors: training episodes (minus the last k frames if temporal)."""

@@ -120,9 +120,6 @@ class Trainer(RunWriter):
 
     # -- checkpoints -----------------------------------------------------------------
     def _save_checkpoint(self) -> None:
-        if self.cfg.save_replay:  # before latest.pt: the replay of a checkpoint always exists
-            self.rundir.checkpoint_dir.mkdir(parents=True, exist_ok=True)
-            self.replay.save(self.rundir.replay_path)
         state = {
             "kind": TRAIN_KIND,
             "version": CHECKPOINT_VERSION,
@@ -136,7 +133,8 @@ class Trainer(RunWriter):
             "rng": global_rng_state(),
             "action_rng": json.dumps(self.action_rng.bit_generator.state),
         }
-        self.rundir.save_checkpoint(state)
+        # one atomic unit: the agent and its replay, or (until it commits) the previous checkpoint
+        self.rundir.save_checkpoint(state, replay=self.replay if self.cfg.save_replay else None)
 
     def _load_checkpoint(self) -> None:
         self.check_resumable()
