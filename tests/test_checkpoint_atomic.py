@@ -1,5 +1,5 @@
-"""A checkpoint is one atomic unit (state + replay behind one pointer); a write failure ends
-a run with one line naming the file, leaving the last good checkpoint resumable."""
+"""A checkpoint is one atomic unit (state + replay behind one pointer); a write failure or a
+divergence ends a run with one line, leaving the last good checkpoint resumable."""
 from __future__ import annotations
 
 import errno
@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from curlrl.cli import main
-from curlrl.errors import CheckpointError
+from curlrl.errors import CheckpointError, DivergenceError
 from curlrl.jobs.rundir import TRAIN_KIND, RunDir
 from curlrl.replay import ReplayBuffer
 
@@ -226,3 +226,74 @@ def test_a_legacy_run_directory_resumes_into_the_new_layout(tmp_path, capsys):
     assert main(["eval", str(run_dir), "--episodes", "1", "--no-video"]) == 0
     assert main(["train", "--resume", "--run-dir", str(run_dir), "env_steps=80"]) == 0
     assert folders(run) == ["LATEST", "step-000000080"] and run.checkpoint_env_step() == 80
+
+
+# -- divergence --------------------------------------------------------------------------
+
+DIVERGE = [*offline_data.TRAIN_SMALL, "env_steps=3000", "checkpoint_every=1000", "eval_every=1000"]
+
+
+def test_a_nan_loss_stops_the_run_and_keeps_the_last_checkpoint(tmp_path, monkeypatch, capsys):
+    from curlrl.agents.curl_sac import CurlSacAgent
+
+    update = CurlSacAgent.update
+
+    def poisoned(self, batch):
+        metrics = update(self, batch)
+        if self.updates == 60:  # in the second episode (updates 49..98; env steps 1000..2000)
+            metrics["critic_loss"] = metrics["critic_loss"] * float("nan")
+        return metrics
+    monkeypatch.setattr(CurlSacAgent, "update", poisoned)
+    run_dir = tmp_path / "run"
+    assert main(["train", offline_data.TASK, "--run-dir", str(run_dir), *DIVERGE]) == 2
+    err = error_lines(capsys)
+    assert err == ["curlrl: error: critic_loss is nan at update 60 (env step 1240); stopped without "
+                   "overwriting the checkpoint of env step 1000"], err
+    run = RunDir(run_dir)
+    assert run.checkpoint_env_step() == 1000 and run.load_checkpoint()["agent"]["updates"] == 48
+    monkeypatch.undo()
+    assert main(["train", "--resume", "--run-dir", str(run_dir), "env_steps=2000"]) == 0
+    assert run.checkpoint_env_step() == 2000
+
+
+def test_a_nan_weight_is_never_checkpointed(tmp_path):
+    from curlrl.jobs import config as config_mod
+    from curlrl.jobs.train import Trainer
+
+    cfg = config_mod.resolve(offline_data.TASK, overrides=offline_data.TRAIN_SMALL)
+    with Trainer(cfg, tmp_path / "run", quiet=True) as trainer:
+        trainer.run()
+        before = trainer.rundir.load_checkpoint()["agent"]["modules"]["q"]
+        with torch.no_grad():
+            next(trainer.agent.q.parameters()).view(-1)[0] = float("inf")
+        with pytest.raises(DivergenceError, match=r"agent parameter q\.\S+ is not finite at update 0 \(env step "
+                                                  r"40\); stopped without overwriting the checkpoint of env step 40"):
+            trainer._save_checkpoint()
+    after = RunDir(tmp_path / "run").load_checkpoint()["agent"]["modules"]["q"]
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    return offline_data.shared(tmp_path_factory)
+
+
+def test_a_nan_pretraining_loss_stops_at_its_log_point(dataset, tmp_path, monkeypatch, capsys):
+    from curlrl.jobs.pretrain import Pretrainer
+
+    update = Pretrainer.update
+
+    def poisoned(self):
+        metrics = update(self)
+        if self.step == 5:
+            metrics["loss"] = metrics["loss"] * float("inf")
+        return metrics
+    monkeypatch.setattr(Pretrainer, "update", poisoned)
+    run_dir = tmp_path / "pt"
+    args = ["pretrain", str(dataset), "--run-dir", str(run_dir), *offline_data.SMALL, "steps=8", "batch_size=16",
+            "log_every=3", "checkpoint_every=3"]
+    assert main(args) == 2
+    err = error_lines(capsys)
+    assert err == ["curlrl: error: loss is inf at update 5; stopped without overwriting the checkpoint of "
+                   "update 3"], err
+    assert RunDir(run_dir).load_checkpoint()["step"] == 3

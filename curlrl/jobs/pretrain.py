@@ -29,6 +29,7 @@ from curlrl.ema import ema_update
 from curlrl.encoder import PixelEncoder
 from curlrl.errors import CheckpointError, ConfigError
 from curlrl.jobs import config as config_mod
+from curlrl.jobs.divergence import diverged, first_nonfinite, first_nonfinite_parameter
 from curlrl.jobs.rundir import PRETRAIN_COLUMNS, PRETRAIN_KIND, RunDir, RunWriter
 from curlrl.options import EncoderConfig, option
 
@@ -172,6 +173,7 @@ class Pretrainer(RunWriter):
                     last = {k: float(torch.stack([m[k] for m in window]).mean()) for k in window[0]}
                     rate = len(window) * cfg.batch_size / max(time.time() - t_window, 1e-9)
                     self.log.write(dict(step=self.step, samples_per_s=rate, wall_s=self.wall(), **last))
+                    self._check_window(window, last)
                     for k, v in last.items():
                         self.tb.add_scalar(f"pretrain/{k}", v, self.step)
                     bar.set_postfix(loss=f"{last['loss']:.3f}", acc=f"{last['accuracy']:.2f}", refresh=False)
@@ -190,7 +192,20 @@ class Pretrainer(RunWriter):
                   f"checkpoint {self.ckpt}; export with `curlrl export {self.run_dir} --out encoder.safetensors`")
         return summary
 
+    def _check_window(self, window: list[dict[str, torch.Tensor]], means: dict[str, float]) -> None:
+        """DivergenceError if a loss of the log window (updates up to ``self.step``) is not finite."""
+        bad = first_nonfinite(window, means)
+        if bad is not None:
+            i, key, value = bad
+            raise diverged(f"{key} is {value}", f"update {self.step - len(window) + i + 1}",
+                           self.rundir.checkpoint_words())
+
     def _save(self) -> None:
+        named = [(f"{part}.{k}", t) for part, m in (("encoder", self.encoder), ("key_encoder", self.key_encoder),
+                                                    ("curl_head", self.curl_head)) for k, t in m.state_dict().items()]
+        bad = first_nonfinite_parameter(named)
+        if bad is not None:
+            raise diverged(f"parameter {bad} is not finite", f"update {self.step}", self.rundir.checkpoint_words())
         self.rundir.save_checkpoint({
             "kind": PRETRAIN_KIND,
             "config": json.dumps(dataclasses.asdict(self.cfg)),

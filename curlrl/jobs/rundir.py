@@ -29,6 +29,11 @@ save. Readers resolve the current checkpoint through ``LATEST`` (:attr:`RunDir.c
 ``checkpoints/latest.pt`` and ``checkpoints/replay.npz``) is read as it is; its first save after
 a resume writes the new layout and removes the old files.
 
+Divergence (:mod:`curlrl.jobs.divergence`): a NaN or infinite loss (agent runs: checked once per
+episode from the metrics already read there; pretraining runs: at each log point) or parameter
+(checked before every checkpoint write) stops the run with a ``DivergenceError`` naming the
+update and the loss, and leaves the last checkpoint as it is.
+
 ``latest.pt`` says what it holds by its ``kind``:
 
     curlrl.train/1      an agent run: agent (weights, optimizers, generator, updates), counters
