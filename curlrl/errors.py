@@ -24,3 +24,8 @@ class DatasetError(CurlrlError):
 
 class EnvError(CurlrlError):
     """An environment cannot be built: unknown task or no working renderer."""
+
+
+class DivergenceError(CurlrlError):
+    """Training diverged: a loss or a parameter is not finite (NaN or infinite). The run
+    stops before it could overwrite its last good checkpoint."""

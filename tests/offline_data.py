@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from curlrl.jobs.rundir import RunDir
+
 # cartpole-swingup at action repeat 20 -> 50 agent steps (51 frames) per episode;
 # 6 episodes = 306 rendered 64x64 frames (~10 s). Pretrain/probe crop 64 -> 56.
 TASK, EPISODES, ACTION_REPEAT, IMAGE_SIZE, CROP = "cartpole-swingup", 6, 20, 64, 56
@@ -29,7 +31,6 @@ def pretrained(tmp_path_factory, data: Path, steps: int = 250) -> Path:
     """A pretrain run on ``data`` (small encoder, augment positives), made once per session."""
     from curlrl.jobs.pretrain import pretrain, resolve
 
-    from curlrl.jobs.rundir import RunDir
 
     run = tmp_path_factory.getbasetemp() / f"pretrain-{steps}"
     if not RunDir(run).has_checkpoint():
@@ -41,7 +42,6 @@ def pretrained(tmp_path_factory, data: Path, steps: int = 250) -> Path:
 def train_run(tmp_path_factory) -> Path:
     """A real (tiny) ``curlrl train`` run dir: 2 random-action agent steps, 2 evaluation episodes, a checkpoint."""
     from curlrl.jobs import config as config_mod
-    from curlrl.jobs.rundir import RunDir
     from curlrl.jobs.train import train
 
     run = tmp_path_factory.getbasetemp() / "train-run"

@@ -108,7 +108,7 @@ def test_run_status_reads_the_run_dir(bench_runs, tmp_path):
     st = bench.run_status(tmp_path / "bad", 100)
     assert st.state == "corrupt" and "corrupt" in st.message
     # a real checkpoint cut short (status maps the file rather than reading it)
-    real = (run_dir / "checkpoints" / "latest.pt").read_bytes()
+    real = RunDir(run_dir).checkpoint_path.read_bytes()
     (bad / "latest.pt").write_bytes(real[: len(real) // 2])
     st = bench.run_status(tmp_path / "bad", 100)
     assert st.state == "corrupt" and "corrupt" in st.message

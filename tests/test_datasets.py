@@ -11,6 +11,7 @@ import pytest
 from curlrl.cli import main
 from curlrl.datasets import load_dataset, save_episode, split_episodes
 from curlrl.errors import DatasetError
+from curlrl.jobs.rundir import RunDir
 
 import offline_data
 from conftest import HANG_TIMEOUT_S
@@ -99,7 +100,7 @@ def test_bad_datasets_give_one_line_and_exit_2(tmp_path, capsys, case, command):
     assert err.startswith("curlrl: error:") and why in err and err.count("\n") == 1, err
     assert "Traceback" not in err
     # nothing that looks like a finished output
-    assert not (run_dir / "checkpoints" / "latest.pt").exists() and not (run_dir / "probe.json").exists()
+    assert not RunDir(run_dir).has_checkpoint() and not (run_dir / "probe.json").exists()
 
 
 def test_bad_dataset_through_the_real_cli_process(tmp_path):

@@ -15,6 +15,7 @@ from curlrl.checkpoint import safe_load
 from curlrl.cli import main
 from curlrl.encoder import PixelEncoder
 from curlrl.errors import CheckpointError, ConfigError
+from curlrl.jobs.rundir import RunDir
 
 import offline_data
 from conftest import HANG_TIMEOUT_S
@@ -35,7 +36,7 @@ def pretrain_export(tmp_path_factory, dataset):
 def test_export_of_a_pretrain_run_round_trips_with_metadata(pretrain_export):
     run, path = pretrain_export
     enc = PixelEncoder.from_pretrained(path)
-    state = safe_load(run / "checkpoints" / "latest.pt")
+    state = safe_load(RunDir(run).checkpoint_path)
     for k, v in state["encoder"].items():
         torch.testing.assert_close(enc.state_dict()[k], v, rtol=0, atol=0)
     with safe_open(str(path), framework="pt") as fh:
@@ -50,7 +51,7 @@ def test_export_of_a_train_run_is_the_critic_encoder(train_run, tmp_path):
     out = tmp_path / "e.safetensors"
     assert main(["export", str(train_run), "--out", str(out)]) == 0
     enc = PixelEncoder.from_pretrained(out, obs_shape=(9, offline_data.CROP, offline_data.CROP))
-    critic = safe_load(train_run / "checkpoints" / "latest.pt")["agent"]["modules"]["encoder"]
+    critic = safe_load(RunDir(train_run).checkpoint_path)["agent"]["modules"]["encoder"]
     for k, v in critic.items():
         torch.testing.assert_close(enc.state_dict()[k], v, rtol=0, atol=0)
 
@@ -163,7 +164,7 @@ def test_resume_and_eval_do_not_read_a_moved_export(pretrain_export, tmp_path, m
     assert main(["train", offline_data.TASK, *overrides, "--run-dir", str(run)]) == 0
     export.unlink()
     assert main(["train", "--resume", "--run-dir", str(run), "env_steps=80"]) == 0
-    saved = safe_load(run / "checkpoints" / "latest.pt")
+    saved = safe_load(RunDir(run).checkpoint_path)
     assert saved["counters"]["env_step"] == 80
 
     seen = {}

@@ -14,6 +14,7 @@ from curlrl.jobs import pretrain as pretrain_mod
 from curlrl.checkpoint import safe_load
 from curlrl.cli import main
 from curlrl.errors import ConfigError
+from curlrl.jobs.rundir import RunDir
 from curlrl.jobs.pretrain import Pretrainer, PretrainConfig, pretrain, resolve
 
 import offline_data
@@ -59,7 +60,7 @@ def test_pretrain_writes_logs_checkpoint_and_config(dataset, tmp_path, positive)
     assert [int(r["step"]) for r in rows] == [2, 4]
     assert {"loss", "accuracy", "samples_per_s", "wall_s"} <= set(rows[0])
     assert list(run.glob("events.out.tfevents.*")) and (run / "config.yaml").is_file()
-    state = safe_load(run / "checkpoints" / "latest.pt")
+    state = safe_load(RunDir(run).checkpoint_path)
     assert state["step"] == 4 and state["kind"] == pretrain_mod.CHECKPOINT_KIND
     assert not list((run / "checkpoints").glob(".*"))
 
@@ -88,8 +89,8 @@ def test_resume_matches_an_uninterrupted_run(dataset, tmp_path):
     pretrain(tiny(dataset, "steps=6"), tmp_path / "straight", quiet=True)
     pretrain(tiny(dataset, "steps=3"), tmp_path / "resumed", quiet=True)
     assert main(["pretrain", "--resume", "--run-dir", str(tmp_path / "resumed"), "steps=6"]) == 0
-    a = safe_load(tmp_path / "straight" / "checkpoints" / "latest.pt")
-    b = safe_load(tmp_path / "resumed" / "checkpoints" / "latest.pt")
+    a = safe_load(RunDir(tmp_path / "straight").checkpoint_path)
+    b = safe_load(RunDir(tmp_path / "resumed").checkpoint_path)
     assert b["step"] == 6
     for key in ("encoder", "key_encoder", "curl_head"):
         for name, tensor in a[key].items():

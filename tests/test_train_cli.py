@@ -14,6 +14,8 @@ import torch
 import yaml
 from conftest import HANG_TIMEOUT_S
 
+from curlrl.jobs.rundir import RunDir
+
 TINY = ["image_size=48", "crop_size=40", "batch_size=16", "hidden_dim=64", "num_filters=8", "feature_dim=16",
         "init_steps=800", "eval_every=800", "eval_episodes=1", "checkpoint_every=1000",
         "replay_capacity=5000", "threads=1"]
@@ -60,7 +62,7 @@ def test_train_writes_every_artifact(full_run):
     video = iio.imread(run / "videos" / "eval_0003200.mp4")
     assert video.shape == (125, 48, 48, 3)  # one frame per agent step of the filmed episode
 
-    ckpt = torch.load(run / "checkpoints" / "latest.pt", weights_only=True)
+    ckpt = torch.load(RunDir(run).checkpoint_path, weights_only=True)
     assert ckpt["counters"]["env_step"] == 3200 and ckpt["agent"]["updates"] == 300
     assert "curlrl: cartpole-swingup seed 0: 3200 env steps (400 agent steps, 300 updates)" in res.stdout
     # stderr is a pipe here, as in a log file: progress comes as whole lines, not carriage returns
@@ -82,15 +84,14 @@ def test_resume_after_kill_9_continues_like_the_uninterrupted_run(full_run, tmp_
     args = [sys.executable, "-m", "curlrl.cli", "train", "cartpole-swingup", "--run-dir", str(run),
             "env_steps=3200", *TINY]
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    ckpt = run / "checkpoints" / "latest.pt"
     deadline = time.time() + 240
-    while not ckpt.exists() and time.time() < deadline and proc.poll() is None:
+    while not RunDir(run).has_checkpoint() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.2)
     time.sleep(1.0)  # let it run past the checkpoint: rows after it must not be duplicated
     assert proc.poll() is None, "run ended before it could be killed"
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    killed_at = torch.load(ckpt, weights_only=True)["counters"]["env_step"]
+    killed_at = torch.load(RunDir(run).checkpoint_path, weights_only=True)["counters"]["env_step"]
     assert 0 < killed_at < 3200
 
     res = curlrl("train", "--resume", "--run-dir", str(run))
@@ -101,8 +102,8 @@ def test_resume_after_kill_9_continues_like_the_uninterrupted_run(full_run, tmp_
         got = [[r[c] for c in cols] for r in rows(run / name)]
         want = [[r[c] for c in cols] for r in rows(full / name)]
         assert got == want, name  # same counters and, on the CPU, the very same numbers
-    a = torch.load(run / "checkpoints" / "latest.pt", weights_only=True)["agent"]["modules"]["encoder"]
-    b = torch.load(full / "checkpoints" / "latest.pt", weights_only=True)["agent"]["modules"]["encoder"]
+    a = torch.load(RunDir(run).checkpoint_path, weights_only=True)["agent"]["modules"]["encoder"]
+    b = torch.load(RunDir(full).checkpoint_path, weights_only=True)["agent"]["modules"]["encoder"]
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
@@ -141,7 +142,7 @@ def test_user_mistakes_get_one_line_and_exit_2(args, needles, tmp_path):
 def test_corrupt_checkpoint_is_refused_and_nothing_is_lost(full_run, tmp_path):
     run = tmp_path / "corrupt"
     shutil.copytree(full_run[0], run)
-    (run / "checkpoints" / "latest.pt").write_bytes(b"\x00garbage")
+    RunDir(run).checkpoint_path.write_bytes(b"\x00garbage")
     before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
     one_line_error(curlrl("train", "--resume", "--run-dir", str(run)), "corrupt")
     one_line_error(curlrl("eval", str(run)), "corrupt")
@@ -181,7 +182,7 @@ def test_device_replay_storage_trains_checkpoints_and_resumes_like_the_uninterru
     for run, steps in ((full, 2000), (part, 1000)):
         res = curlrl("train", "cartpole-swingup", "--run-dir", str(run), f"env_steps={steps}", *tiny)
         assert res.returncode == 0, res.stderr
-    with np.load(part / "checkpoints" / "replay.npz") as data:  # written by the device storage
+    with np.load(RunDir(part).replay_path) as data:  # written by the device storage
         assert json.loads(str(data["meta"]))["rng_kind"] == "torch-cpu" and "frames" in data.files
     res = curlrl("train", "--resume", "--run-dir", str(part), "env_steps=2000")
     assert res.returncode == 0, res.stderr
@@ -202,5 +203,5 @@ def test_a_host_storage_run_resumes_with_device_storage(full_run, tmp_path):
     assert yaml.safe_load((run / "config.yaml").read_text())["replay_storage"] == "device"
     # the saved replay was loaded (no refill with init_steps of random actions): one update per agent step
     assert int(rows(run / "eval.csv")[-1]["updates"]) == (4000 - 800) // 8
-    with np.load(run / "checkpoints" / "replay.npz") as data:
+    with np.load(RunDir(run).replay_path) as data:
         assert json.loads(str(data["meta"]))["rng_kind"] == "torch-cpu"

@@ -29,6 +29,7 @@ from curlrl.ema import ema_update
 from curlrl.encoder import PixelEncoder
 from curlrl.errors import CheckpointError, ConfigError
 from curlrl.jobs import config as config_mod
+from curlrl.jobs.divergence import diverged, first_nonfinite, first_nonfinite_parameter
 from curlrl.jobs.rundir import PRETRAIN_COLUMNS, PRETRAIN_KIND, RunDir, RunWriter
 from curlrl.jobs.signals import StopFlag
 from curlrl.options import EncoderConfig, option
@@ -128,7 +129,6 @@ class Pretrainer(RunWriter):
         self.generator = torch.Generator(self.device).manual_seed(cfg.seed)
         self.rng = np.random.default_rng(cfg.seed)
         self.step = 0
-        self.ckpt = self.rundir.checkpoint_path
         # metrics of the updates since the last pretrain.csv row (carried by a checkpoint made between rows)
         self.window: list[dict[str, torch.Tensor]] = []
         self.stopped_by: str | None = None  # the signal's name after run() stopped early
@@ -136,6 +136,11 @@ class Pretrainer(RunWriter):
             self._load()
         (self.log,) = self.open_files([(RunDir.PRETRAIN_CSV, PRETRAIN_COLUMNS, lambda r: int(r["step"]) <= self.step)],
                                       resume_step=self.step if resume else None)
+
+    @property
+    def ckpt(self) -> Path:
+        """The current checkpoint's state file (its folder changes with each save)."""
+        return self.rundir.checkpoint_path
 
     def _anchor_indices(self) -> np.ndarray:
         """Frames that can be anchors: training episodes (minus the last k frames if temporal)."""
@@ -203,6 +208,7 @@ class Pretrainer(RunWriter):
                     last = {k: float(torch.stack([m[k] for m in window]).mean()) for k in window[0]}
                     rate = len(window) * cfg.batch_size / max(time.time() - t_window, 1e-9)
                     self.log.write(dict(step=self.step, samples_per_s=rate, wall_s=self.wall(), **last))
+                    self._check_window(window, last)
                     for k, v in last.items():
                         self.tb.add_scalar(f"pretrain/{k}", v, self.step)
                     bar.set_postfix(loss=f"{last['loss']:.3f}", acc=f"{last['accuracy']:.2f}", refresh=False)
@@ -223,7 +229,20 @@ class Pretrainer(RunWriter):
                   f"checkpoint {self.ckpt}; export with `curlrl export {self.run_dir} --out encoder.safetensors`")
         return summary
 
+    def _check_window(self, window: list[dict[str, torch.Tensor]], means: dict[str, float]) -> None:
+        """DivergenceError if a loss of the log window (updates up to ``self.step``) is not finite."""
+        bad = first_nonfinite(window, means)
+        if bad is not None:
+            i, key, value = bad
+            raise diverged(f"{key} is {value}", f"update {self.step - len(window) + i + 1}",
+                           self.rundir.checkpoint_words())
+
     def _save(self) -> None:
+        named = [(f"{part}.{k}", t) for part, m in (("encoder", self.encoder), ("key_encoder", self.key_encoder),
+                                                    ("curl_head", self.curl_head)) for k, t in m.state_dict().items()]
+        bad = first_nonfinite_parameter(named)
+        if bad is not None:
+            raise diverged(f"parameter {bad} is not finite", f"update {self.step}", self.rundir.checkpoint_words())
         state = {
             "kind": PRETRAIN_KIND,
             "config": json.dumps(dataclasses.asdict(self.cfg)),

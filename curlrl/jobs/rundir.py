@@ -11,9 +11,28 @@ Every writer (:class:`RunWriter`: ``Trainer``, ``Pretrainer``) and every reader 
     events.out.tfevents.*      TensorBoard scalars (x-axis: env steps; pretraining runs: updates)
     videos/                    eval_<env_step>.mp4 (first episode of each evaluation while training),
                                final_eval_<env_step>.mp4 (evaluations of the saved run)
-    checkpoints/latest.pt      the state to resume from (written atomically, loaded weights-only)
-    checkpoints/replay.npz     agent runs with save_replay=true: the replay (one format for host and
-                               device storage, either reads it), written before latest.pt
+    checkpoints/LATEST         names the folder of the current checkpoint (``step-<N>``)
+    checkpoints/step-<N>/      the current checkpoint (N: the env step, or a pretraining run's update;
+                               ``step-<N>.<k>`` when step N was saved before):
+        latest.pt              the state to resume from (loaded weights-only)
+        replay.npz             agent runs with save_replay=true: the replay (one format for host and
+                               device storage, either reads it)
+
+A checkpoint is one atomic unit (:meth:`RunDir.save_checkpoint`): its files are written into a
+fresh ``checkpoints/.tmp-*`` folder, fsynced, the folder is renamed to ``step-<N>``, then
+``LATEST`` is replaced (write, fsync, rename) to name it -- that replacement is the commit.
+Older folders are removed after it. A crash or a failed write (the error names the file and the
+cause) at any moment leaves the previous checkpoint or the new one current, whole; temp folders
+and uncommitted ``step-*`` folders a crash leaves are ignored by readers and removed by the next
+save. Readers resolve the current checkpoint through ``LATEST`` (:attr:`RunDir.checkpoint_path`,
+:attr:`RunDir.replay_path`). A run directory written before checkpoint folders (no ``LATEST``;
+``checkpoints/latest.pt`` and ``checkpoints/replay.npz``) is read as it is; its first save after
+a resume writes the new layout and removes the old files.
+
+Divergence (:mod:`curlrl.jobs.divergence`): a NaN or infinite loss (agent runs: checked once per
+episode from the metrics already read there; pretraining runs: at each log point) or parameter
+(checked before every checkpoint write) stops the run with a ``DivergenceError`` naming the
+update and the loss, and leaves the last checkpoint as it is.
 
 ``latest.pt`` says what it holds by its ``kind``:
 
@@ -35,6 +54,9 @@ import dataclasses
 import json
 import os
 import random
+import re
+import shutil
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
@@ -87,6 +109,64 @@ def _check_kind(state: Any, path: Path, kind: str) -> None:
         raise CheckpointError(f"checkpoint {path} belongs to {_KIND_WORDS[found]}, not {_KIND_WORDS[kind]}")
 
 
+_FOLDER = re.compile(r"step-\d+(\.\d+)?")
+
+
+def _state_step(state: Any) -> int | None:
+    """The step a checkpoint was written at: an agent run's env step, a pretraining run's update."""
+    try:
+        return int(state["counters"]["env_step"])
+    except (KeyError, TypeError, ValueError):
+        pass
+    try:
+        return int(state["step"])
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def _step_words(state: Any) -> str:
+    """``env step N`` (agent runs) or ``update N`` (pretraining runs)."""
+    step = _state_step(state)
+    if step is None or not isinstance(state, dict):
+        return "an unknown step"
+    return f"env step {step}" if isinstance(state.get("counters"), dict) else f"update {step}"
+
+
+def _folder_name(step: int | None, ckdir: Path) -> str:
+    """``step-<step>`` (zero-padded), or ``step-<step>.<k>`` when that folder exists already
+    (the same step saved twice: the current checkpoint cannot be renamed over)."""
+    base = f"step-{0 if step is None else step:09d}"
+    name, k = base, 0
+    while (ckdir / name).exists():
+        k += 1
+        name = f"{base}.{k}"
+    return name
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _atomic_write_synced(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def _write_error(exc: OSError, path: Path, kept: str | None) -> CheckpointError:
+    """One line for a failed checkpoint write: the file, the cause and what is left current."""
+    cause = exc.strerror or str(exc) or type(exc).__name__
+    tail = "the new checkpoint is in place" if kept is None else kept
+    return CheckpointError(f"cannot write checkpoint file {path}: {cause}; {tail}")
+
+
 def global_rng_state() -> dict[str, Any]:
     """The global torch (CPU and, when visible, CUDA) and Python RNG states, as checkpoints hold them."""
     state = {"torch": torch.get_rng_state(), "python": json.dumps(random.getstate())}
@@ -109,6 +189,7 @@ class RunDir:
 
     CONFIG = "config.yaml"
     TRAIN_CSV, EVAL_CSV, PRETRAIN_CSV = "train.csv", "eval.csv", "pretrain.csv"
+    POINTER, STATE, REPLAY = "LATEST", "latest.pt", "replay.npz"
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
@@ -129,12 +210,35 @@ class RunDir:
         return self.path / "checkpoints"
 
     @property
+    def pointer_path(self) -> Path:
+        """``checkpoints/LATEST``: names the folder of the current checkpoint (its replacement is the commit)."""
+        return self.checkpoint_dir / self.POINTER
+
+    @property
+    def current_checkpoint_dir(self) -> Path:
+        """The folder of the current checkpoint: the one ``checkpoints/LATEST`` names, or, in a run
+        directory written before checkpoints had folders (no pointer), ``checkpoints/`` itself.
+        CheckpointError if the pointer cannot be read or names no checkpoint folder."""
+        try:
+            name = self.pointer_path.read_text().strip()
+        except FileNotFoundError:
+            return self.checkpoint_dir
+        except (OSError, UnicodeDecodeError) as exc:
+            why = getattr(exc, "strerror", None) or exc
+            raise CheckpointError(f"cannot read {self.pointer_path} ({why})") from None
+        if not _FOLDER.fullmatch(name):
+            raise CheckpointError(f"{self.pointer_path} does not name a checkpoint folder ({name[:40]!r})")
+        return self.checkpoint_dir / name
+
+    @property
     def checkpoint_path(self) -> Path:
-        return self.checkpoint_dir / "latest.pt"
+        """The state file of the current checkpoint (resolved through ``checkpoints/LATEST``)."""
+        return self.current_checkpoint_dir / self.STATE
 
     @property
     def replay_path(self) -> Path:
-        return self.checkpoint_dir / "replay.npz"
+        """The replay file of the current checkpoint (agent runs with ``save_replay=true``)."""
+        return self.current_checkpoint_dir / self.REPLAY
 
     def csv_path(self, name: str) -> Path:
         return self.path / name
@@ -169,15 +273,113 @@ class RunDir:
     def has_checkpoint(self) -> bool:
         return self.checkpoint_path.is_file()
 
-    def save_checkpoint(self, state: dict[str, Any]) -> None:
-        atomic_save(state, self.checkpoint_path)
+    def save_checkpoint(self, state: dict[str, Any], replay: Any = None, step: int | None = None) -> Path:
+        """Write one checkpoint as one atomic unit and return its folder.
+
+        ``state`` goes to ``latest.pt`` and, when given, ``replay`` (a replay buffer, by its
+        ``save``) to ``replay.npz``, both in a fresh ``checkpoints/.tmp-*`` folder; that folder is
+        fsynced and renamed to ``checkpoints/step-<step>`` (``step``: by default the state's
+        ``counters.env_step`` or ``step``), then ``checkpoints/LATEST`` is replaced to name it:
+        that replacement is the commit. Older checkpoint folders (and the files of a run directory
+        written before checkpoints had folders) are removed after it, as are the temp folders a
+        crash left behind. Until the commit every reader sees the previous checkpoint, whole.
+
+        A write that fails (no space, no permission, an I/O error) raises CheckpointError naming
+        the file and the cause; its temp folder is removed and the previous checkpoint stays current.
+        """
+        ckdir = self.checkpoint_dir
+        if step is None:
+            step = _state_step(state)
+        try:
+            ckdir.mkdir(parents=True, exist_ok=True)
+            self._remove_leftovers(keep=None)
+            tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=ckdir))
+        except OSError as exc:
+            raise _write_error(exc, ckdir, self._kept()) from None
+        final = ckdir / _folder_name(step, ckdir)
+        committed, target = False, final / (self.REPLAY if replay is not None else self.STATE)
+        try:  # ``target``: the file being written, by the name it will have (for the error line)
+            if replay is not None:
+                replay.save(tmp / self.REPLAY)
+                self._checkpoint_stage("replay")
+            target = final / self.STATE
+            atomic_save(state, tmp / self.STATE)
+            self._checkpoint_stage("state")
+            _fsync_dir(tmp)
+            target = final
+            os.rename(tmp, final)
+            _fsync_dir(ckdir)
+            self._checkpoint_stage("rename")
+            target = self.pointer_path
+            _atomic_write_synced(self.pointer_path, final.name + "\n")
+            committed = True
+            self._checkpoint_stage("pointer")
+            _fsync_dir(ckdir)
+        except BaseException as exc:
+            if not committed:
+                for leftover in (tmp, final):
+                    shutil.rmtree(leftover, ignore_errors=True)
+                with contextlib.suppress(OSError):
+                    (ckdir / f".{self.POINTER}.tmp").unlink(missing_ok=True)
+            if isinstance(exc, OSError):
+                raise _write_error(exc, target, None if committed else self._kept()) from None
+            raise
+        self._checkpoint_stage("cleanup")
+        self._remove_leftovers(keep=final.name)
+        return final
+
+    def _checkpoint_stage(self, stage: str) -> None:
+        """Called by :meth:`save_checkpoint` after each of its steps (``replay``, ``state``,
+        ``rename``, ``pointer``, ``cleanup``); does nothing. Tests make it raise there."""
+
+    def checkpoint_words(self) -> str:
+        """The current checkpoint in words, for error lines: ``the checkpoint of env step 8000``
+        (``... of update 500`` for a pretraining run), ``no checkpoint`` without one."""
+        try:
+            if not self.has_checkpoint():
+                return "no checkpoint"
+            return f"the checkpoint of {_step_words(self.load_checkpoint(mmap=True))}"
+        except CheckpointError:
+            return f"the checkpoint in {self.checkpoint_dir}"
+
+    def _kept(self) -> str:
+        """Words for the checkpoint a failed save leaves current."""
+        words = self.checkpoint_words()
+        return "no earlier checkpoint exists" if words == "no checkpoint" else f"{words} is kept"
+
+    def _remove_leftovers(self, keep: str | None) -> None:
+        """Remove temp folders; with ``keep`` (the folder just committed), also every other
+        checkpoint folder and the files of the layout before folders. Best effort."""
+        ckdir = self.checkpoint_dir
+        legacy = {self.STATE, self.REPLAY, f".{self.STATE}.tmp", f"{self.REPLAY}.tmp"}
+        try:
+            entries = list(ckdir.iterdir())
+        except OSError:
+            return
+        for entry in entries:
+            name = entry.name
+            if name.startswith(".tmp-") or (keep is not None and _FOLDER.fullmatch(name) and name != keep):
+                shutil.rmtree(entry, ignore_errors=True)
+            elif keep is not None and name in legacy:
+                with contextlib.suppress(OSError):
+                    entry.unlink()
 
     def load_checkpoint(self, map_location: Any = "cpu", mmap: bool = False, kind: str | None = None) -> dict[str, Any]:
         """The checkpoint's contents (weights-only load); CheckpointError if missing or corrupt,
-        or, when ``kind`` is given, if it is of another kind (see :func:`checkpoint_kind`)."""
-        state = safe_load(self.checkpoint_path, map_location=map_location, mmap=mmap)
+        or, when ``kind`` is given, if it is of another kind (see :func:`checkpoint_kind`).
+
+        A writer may commit a newer checkpoint (and remove this one) while this reads: then
+        the newer one is read."""
+        for attempt in range(3):
+            path = self.checkpoint_path
+            try:
+                state = safe_load(path, map_location=map_location, mmap=mmap)
+                break
+            except CheckpointError:
+                if attempt == 2 or self.checkpoint_path == path:
+                    raise
         if kind is not None:
-            _check_kind(state, self.checkpoint_path, kind)
+            _check_kind(state, path, kind)
         return state
 
     def checkpoint_kind(self) -> str | None:
@@ -367,8 +569,8 @@ class RunWriter:
     its parts leaves no run directory behind. Then, in order: :meth:`check_resumable` and
     the job's own checkpoint load (resume), :meth:`open_files` (config.yaml, the CSV logs
     trimmed to the checkpoint, TensorBoard, advice), :meth:`running` around the loop,
-    ``rundir.save_checkpoint``, :meth:`close` (or use the job as a context manager). Wall time
-    across resumes: :meth:`wall`.
+    ``rundir.save_checkpoint`` (one call per checkpoint: state and replay together),
+    :meth:`close` (or use the job as a context manager). Wall time across resumes: :meth:`wall`.
     """
 
     def __init__(self, cfg: Any, run_dir: str | os.PathLike, quiet: bool = False) -> None:

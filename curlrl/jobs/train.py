@@ -17,6 +17,7 @@ import torch
 from curlrl.agents.curl_sac import AgentConfig, CurlSacAgent
 from curlrl.errors import CheckpointError, ConfigError
 from curlrl.jobs.config import TrainConfig
+from curlrl.jobs.divergence import diverged, first_nonfinite, first_nonfinite_parameter
 from curlrl.jobs.evaluate import episode_seed, evaluate
 from curlrl.jobs.rundir import (CHECKPOINT_VERSION, EVAL_COLUMNS, TRAIN_COLUMNS, TRAIN_KIND, RunDir, RunWriter,
                                 global_rng_state, set_global_rng_state)
@@ -125,9 +126,7 @@ class Trainer(RunWriter):
 
     # -- checkpoints -----------------------------------------------------------------
     def _save_checkpoint(self) -> None:
-        if self.cfg.save_replay:  # before latest.pt: the replay of a checkpoint always exists
-            self.rundir.checkpoint_dir.mkdir(parents=True, exist_ok=True)
-            self.replay.save(self.rundir.replay_path)
+        self._check_finite()
         state = {
             "kind": TRAIN_KIND,
             "version": CHECKPOINT_VERSION,
@@ -142,7 +141,17 @@ class Trainer(RunWriter):
             "action_rng": json.dumps(self.action_rng.bit_generator.state),
         }
         state.update(self._episode_state())
-        self.rundir.save_checkpoint(state)
+        # one atomic unit: the agent and its replay, or (until it commits) the previous checkpoint
+        self.rundir.save_checkpoint(state, replay=self.replay if self.cfg.save_replay else None)
+
+    def _check_finite(self) -> None:
+        """DivergenceError (before anything is written) if a parameter of the agent is not finite."""
+        agent = self.agent
+        named = [(f"{name}.{k}", t) for name, m in agent.modules().items() for k, t in m.state_dict().items()]
+        bad = first_nonfinite_parameter([*named, ("log_alpha", agent.log_alpha)])
+        if bad is not None:
+            raise diverged(f"agent parameter {bad} is not finite", f"update {agent.updates} (env step "
+                           f"{self.env_step})", self.rundir.checkpoint_words())
 
     def _episode_state(self) -> dict:
         """``{"episode": ...}`` when a checkpoint is written mid-episode (a stop, the end of the
@@ -286,6 +295,13 @@ class Trainer(RunWriter):
                    env_steps_per_s=length / max(seconds, 1e-9), wall_s=self.wall(), **means)
         row["return"] = ep_return
         self.train_log.write(row)
+        bad = first_nonfinite(metrics, means)
+        if bad is not None:  # the updates of an episode are its last len(metrics) agent steps
+            i, key, value = bad
+            update = self.agent.updates - len(metrics) + i + 1
+            env_step = self.env_step - (len(metrics) - 1 - i) * cfg.action_repeat
+            raise diverged(f"{key} is {value}", f"update {update} (env step {env_step})",
+                           self.rundir.checkpoint_words())
         self.tb.add_scalar("train/return", ep_return, self.env_step)
         self.tb.add_scalar("train/env_steps_per_s", row["env_steps_per_s"], self.env_step)
         self.tb.add_scalar("train/updates", self.agent.updates, self.env_step)
