@@ -86,6 +86,8 @@ CLI_CASES = {
     "bench task=": (lambda t: ["bench", "--out", str(t / "b"), "task=walker-walk"], "use --tasks"),
     "bench --tasks twice": (lambda t: ["bench", "--out", str(t / "b"), "--tasks", "cartpole-swingup",
                                        "cartpole-swingup"], "--tasks lists a task twice"),
+    "bench --signal-delay": (lambda t: ["bench", "--out", str(t / "b"), "--launcher", "slurm", "--signal-delay",
+                                        "0"], "--signal-delay must be > 0"),
     "bench --time": (lambda t: ["bench", "--out", str(t / "b"), "--time", "soon"], "--time"),
     "report --label": (lambda t: ["report", str(t), str(t), "--label", "a", "--label", "b", "--label", "c",
                                   "--out", str(t / "r")], "--label given 3 times for 2 paths"),

@@ -8,7 +8,8 @@ from curlrl.errors import ConfigError
 
 
 # The options that stand for run_bench's arguments (their checks live in the library).
-_OPTIONS = {"seeds": "--seeds", "tasks": "--tasks", "workers": "--workers", "cpus": "--cpus"}
+_OPTIONS = {"seeds": "--seeds", "tasks": "--tasks", "workers": "--workers", "cpus": "--cpus",
+            "signal_delay_s": "--signal-delay"}
 
 
 def _bench(args: argparse.Namespace) -> int:
@@ -34,7 +35,8 @@ def _bench(args: argparse.Namespace) -> int:
     try:
         slurm = bench.SlurmOptions(partition=args.partition, time_min=time_min,
                                    gpus=args.gpus, cpus=args.cpus, mem_gb=args.mem_gb, account=args.account,
-                                   qos=args.qos, constraint=args.constraint, extra=extra)
+                                   qos=args.qos, constraint=args.constraint, extra=extra,
+                                   signal_delay_s=args.signal_delay)
         results = bench.run_bench(suite, args.out, overrides, tasks or None, args.seeds, args.workers, args.launcher,
                                   slurm, report=lambda line: print(line, flush=True),
                                   progress_every=args.progress_every)
@@ -102,6 +104,9 @@ def register(sub) -> None:
     g.add_argument("--account", help="SLURM account")
     g.add_argument("--qos", help="SLURM QOS")
     g.add_argument("--constraint", help="SLURM constraint (e.g. a100)")
+    g.add_argument("--signal-delay", type=int, default=180,
+                   help="seconds before the time limit at which a job is told to checkpoint and requeue "
+                        "(default 180; leave room for a checkpoint with its replay)")
     g.add_argument("--slurm-opt", action="append", metavar="KEY=VALUE", help="any further sbatch option, repeatable")
     p.set_defaults(func=_bench)
 
