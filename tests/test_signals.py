@@ -13,6 +13,7 @@ import torch
 from conftest import HANG_TIMEOUT_S
 
 import offline_data
+from curlrl.jobs.rundir import RunDir
 from curlrl.cli import main
 from curlrl.jobs import pretrain as pretrain_mod
 from curlrl.jobs.signals import StopFlag, stop_on_signals
@@ -28,7 +29,7 @@ def rows(path, cols):
 
 
 def ckpt(run):
-    return torch.load(run / "checkpoints" / "latest.pt", weights_only=True)
+    return torch.load(RunDir(run).checkpoint_path, weights_only=True)
 
 
 def signal_at_transition(monkeypatch, n, signum):
@@ -107,7 +108,7 @@ def test_a_second_signal_exits_at_once_and_keeps_the_previous_checkpoint(tmp_pat
     assert last.startswith("curlrl: SIGTERM while stopping after SIGTERM: exited at once") and str(run) in last
     state = ckpt(run)  # the episode-end checkpoint at 1000, with the replay written for it
     assert state["counters"]["env_step"] == 1000 and "episode" not in state
-    with np.load(run / "checkpoints" / "replay.npz") as data:
+    with np.load(RunDir(run).replay_path) as data:
         assert json.loads(str(data["meta"]))["transitions_written"] == state["counters"]["transitions"]
 
 
