@@ -93,12 +93,21 @@ def _config(args: argparse.Namespace) -> int:
     return 0
 
 
-def _eval(args: argparse.Namespace) -> int:
+def require_at_least(args: argparse.Namespace, **minimums: float) -> None:
+    """One line naming the flag (``--knn-k must be >= 1, got 0``) for the first option below its
+    minimum; options left unset (None) are not checked."""
     from curlrl.errors import ConfigError
+
+    for name, low in minimums.items():
+        value = getattr(args, name)
+        if value is not None and value < low:
+            raise ConfigError(f"--{name.replace('_', '-')} must be >= {low}, got {value}")
+
+
+def _eval(args: argparse.Namespace) -> int:
     from curlrl.jobs.evaluate import evaluate_run
 
-    if args.episodes < 1:
-        raise ConfigError(f"--episodes must be >= 1, got {args.episodes}")
+    require_at_least(args, episodes=1)
     evaluate_run(args.run_dir, episodes=args.episodes, video=not args.no_video, device=args.device)
     return 0
 

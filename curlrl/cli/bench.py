@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from curlrl.cli import require_at_least
 from curlrl.errors import ConfigError
 
 
@@ -59,8 +60,7 @@ def _report(args: argparse.Namespace) -> int:
         raise ConfigError(f"--steps {args.steps!r}: give env steps separated by commas, e.g. 100000,500000") from None
     if not steps:
         raise ConfigError("--steps needs at least one env step")
-    if args.reps < 10:
-        raise ConfigError(f"--reps must be >= 10, got {args.reps}")
+    require_at_least(args, reps=10)
     if args.label and len(args.label) not in (1, len(args.paths)):
         raise ConfigError(f"--label given {len(args.label)} times for {len(args.paths)} paths: "
                           f"give it once or once per path")

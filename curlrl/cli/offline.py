@@ -3,18 +3,15 @@ from __future__ import annotations
 
 import argparse
 
+from curlrl.cli import require_at_least
 
 FORMAT_CHOICES = ("auto", "curlrl", "videos", "frames", "vd4rl")  # curlrl.readers.FORMATS + auto
 
+
 def _collect(args: argparse.Namespace) -> int:
     from curlrl.jobs.collect import collect
-    from curlrl.errors import ConfigError
 
-    if args.episodes < 1:
-        raise ConfigError(f"--episodes must be >= 1, got {args.episodes}")
-    for flag, value in (("--image-size", args.image_size), ("--action-repeat", args.action_repeat)):
-        if value is not None and value < 1:
-            raise ConfigError(f"{flag} must be >= 1, got {value}")
+    require_at_least(args, episodes=1, image_size=1, action_repeat=1)
     collect(args.task, args.episodes, args.out, policy=args.policy, image_size=args.image_size,
             action_repeat=args.action_repeat, seed=args.seed)
     return 0
@@ -56,15 +53,9 @@ def _pretrain(args: argparse.Namespace) -> int:
 
 
 def _probe(args: argparse.Namespace) -> int:
-    from curlrl.errors import ConfigError
     from curlrl.jobs.probe import run_probe
 
-    if args.image_size < 0:
-        raise ConfigError(f"--image-size must be >= 0, got {args.image_size}")
-    if args.knn_k < 1:
-        raise ConfigError(f"--knn-k must be >= 1, got {args.knn_k}")
-    if args.ridge_alpha is not None and args.ridge_alpha < 0:
-        raise ConfigError(f"--ridge-alpha must be >= 0, got {args.ridge_alpha}")
+    require_at_least(args, image_size=0, knn_k=1, ridge_alpha=0)
     run_probe(args.encoder, args.data_dir, out=args.out, holdout=args.holdout, split_seed=args.split_seed,
               with_random=args.with_random, frame_stack=args.frame_stack, crop_size=args.crop_size,
               seed=args.seed, ridge_alpha=args.ridge_alpha, knn_k=args.knn_k, threads=args.threads,
@@ -73,16 +64,9 @@ def _probe(args: argparse.Namespace) -> int:
 
 
 def _bc(args: argparse.Namespace) -> int:
-    from curlrl.errors import ConfigError
     from curlrl.jobs.bc import behaviour_clone
 
-    for flag in ("demos", "episodes", "seeds", "steps"):
-        if getattr(args, flag) < 1:
-            raise ConfigError(f"--{flag} must be >= 1, got {getattr(args, flag)}")
-    if args.image_size < 0:
-        raise ConfigError(f"--image-size must be >= 0, got {args.image_size}")
-    if args.action_repeat is not None and args.action_repeat < 1:
-        raise ConfigError(f"--action-repeat must be >= 1, got {args.action_repeat}")
+    require_at_least(args, demos=1, episodes=1, seeds=1, steps=1, image_size=0, action_repeat=1)
     behaviour_clone(args.encoder, args.data_dir, task=args.task, demos=args.demos, episodes=args.episodes,
                     seeds=args.seeds, steps=args.steps, data_format=args.format, image_size=args.image_size,
                     action_repeat=args.action_repeat, out=args.out, threads=args.threads)
