@@ -49,6 +49,7 @@ def _pretrain(args: argparse.Namespace) -> int:
     if summary["stopped_by"] is not None:
         print(stop_message(stop, f"update {summary['steps']}", resume), file=sys.stderr)
         return stop.exit_code
+    print(f"curlrl: export the encoder with `curlrl export {shlex.quote(str(run.path))} --out encoder.safetensors`")
     return 0
 
 

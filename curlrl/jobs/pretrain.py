@@ -226,7 +226,7 @@ class Pretrainer(RunWriter):
             acc = "n/a" if last.get("accuracy") is None else f"{last['accuracy']:.3f}"
             print(f"curlrl: pretrained {self.step - start_step} updates (to {self.step}) in "
                   f"{time.time() - self.t_start:.0f}s; last contrastive accuracy {acc}; "
-                  f"checkpoint {self.ckpt}; export with `curlrl export {self.run_dir} --out encoder.safetensors`")
+                  f"checkpoint {self.ckpt}")
         return summary
 
     def _check_window(self, window: list[dict[str, torch.Tensor]], means: dict[str, float]) -> None:
