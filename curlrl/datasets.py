@@ -31,22 +31,16 @@ from typing import Any
 
 import numpy as np
 
-from curlrl.errors import ConfigError, DatasetError
+from curlrl.checkpoint import atomic_write_text
+from curlrl.errors import ConfigError, DatasetError, first_line
 
 MANIFEST = "manifest.json"
 KEYS = ("pixels", "state", "action", "reward")
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    """JSON to a hidden temp file in the same folder, then rename over ``path``."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
-
-
 def write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
     """(Re)write ``folder/manifest.json`` atomically; a dataset's writer calls it after every episode."""
-    write_json_atomic(Path(folder) / MANIFEST, manifest)
+    atomic_write_text(Path(folder) / MANIFEST, json.dumps(manifest, indent=2) + "\n")
 
 
 def holds_dataset(folder: str | Path) -> bool:
@@ -133,7 +127,7 @@ def load_episode(path: Path) -> dict[str, np.ndarray]:
     except DatasetError:
         raise
     except (zipfile.BadZipFile, OSError, ValueError, EOFError, KeyError, zlib.error) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise _fail(path, f"is corrupt or truncated ({first})") from None
     px, st, ac, rw = (arrays[k] for k in KEYS)
     if px.dtype != np.uint8 or px.ndim != 4 or px.shape[1] != 3:

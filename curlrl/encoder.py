@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from curlrl.errors import CheckpointError
+from curlrl.errors import CheckpointError, first_line
 
 EXPORT_FORMAT = "curlrl.PixelEncoder/1"  # safetensors metadata "format" of an encoder export
 
@@ -192,7 +192,7 @@ def read_export(path: str | os.PathLike) -> tuple[dict[str, str], dict[str, torc
             meta = fh.metadata() or {}
         tensors = load_file(str(path))
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise CheckpointError(f"encoder file {path} is corrupt or not a safetensors file ({first})") from None
     if meta.get("format") != EXPORT_FORMAT:
         raise CheckpointError(f"{path} is not a curlrl encoder export (metadata format "

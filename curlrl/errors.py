@@ -29,3 +29,10 @@ class EnvError(CurlrlError):
 class DivergenceError(CurlrlError):
     """Training diverged: a loss or a parameter is not finite (NaN or infinite). The run
     stops before it could overwrite its last good checkpoint."""
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type's name when it has none): what a
+    one-line error quotes of a lower-level failure."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from curlrl.errors import DatasetError
+from curlrl.errors import DatasetError, first_line
 
 FORMATS = ("curlrl", "videos", "frames", "vd4rl")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".gif")
@@ -94,12 +94,7 @@ def _npz_keys(path: Path) -> list[str]:
         with np.load(path, allow_pickle=False) as data:
             return list(data.files)
     except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
-        raise DatasetError(f"{path} is not a readable .npz file ({_first_line(exc)})") from None
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+        raise DatasetError(f"{path} is not a readable .npz file ({first_line(exc)})") from None
 
 
 # -- the readers --------------------------------------------------------------------------
@@ -117,7 +112,7 @@ def read_videos(folder: Path) -> list[RawEpisode]:
             with reader:
                 frames = [np.asarray(f) for f in reader]
         except Exception as exc:  # imageio/ffmpeg raise many types for a file that is not a video
-            raise DatasetError(f"{path} is not a readable video ({_first_line(exc)})") from None
+            raise DatasetError(f"{path} is not a readable video ({first_line(exc)})") from None
         episodes.append(RawEpisode(path.name, _rgb(np.stack(frames) if frames else np.zeros((0,)), path)))
     return episodes
 
@@ -139,7 +134,7 @@ def read_frames(folder: Path) -> list[RawEpisode]:
             except DatasetError:
                 raise
             except Exception as exc:
-                raise DatasetError(f"{path} is not a readable image ({_first_line(exc)})") from None
+                raise DatasetError(f"{path} is not a readable image ({first_line(exc)})") from None
             if frames[-1].shape != frames[0].shape:
                 raise DatasetError(f"episode folder {sub} mixes image sizes: {images[0].name} is "
                                    f"{_hw(frames[0])}, {path.name} is {_hw(frames[-1])}")
@@ -174,7 +169,7 @@ def _vd4rl_npz(path: Path) -> RawEpisode:
     except DatasetError:
         raise
     except (zipfile.BadZipFile, OSError, ValueError, EOFError, zlib.error) as exc:
-        raise DatasetError(f"V-D4RL episode {path} is corrupt or truncated ({_first_line(exc)})") from None
+        raise DatasetError(f"V-D4RL episode {path} is corrupt or truncated ({first_line(exc)})") from None
     if image.ndim != 4 or image.shape[-1] != 3:
         raise DatasetError(f"V-D4RL episode {path} has image {image.shape}, expected (T+1, H, W, 3)")
     n = len(image)
@@ -201,7 +196,7 @@ def _vd4rl_hdf5(path: Path) -> list[RawEpisode]:
     except DatasetError:
         raise
     except (OSError, ValueError, KeyError) as exc:
-        raise DatasetError(f"V-D4RL shard {path} is corrupt or not HDF5 ({_first_line(exc)})") from None
+        raise DatasetError(f"V-D4RL shard {path} is corrupt or not HDF5 ({first_line(exc)})") from None
     n = len(obs)
     if obs.ndim != 4 or obs.shape[1] != 3:
         raise DatasetError(f"V-D4RL shard {path} has observation {obs.shape}, expected (N, 3, H, W)")

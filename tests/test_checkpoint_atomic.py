@@ -159,7 +159,7 @@ def test_a_write_error_is_one_checkpoint_error_and_leaves_nothing_behind(tmp_pat
     elif at == "rename":
         monkeypatch.setattr(rundir_mod.os, "rename", fail)
     else:
-        monkeypatch.setattr(rundir_mod, "_atomic_write_synced", fail)
+        monkeypatch.setattr(rundir_mod, "atomic_write_text", fail)  # the pointer switch
     with pytest.raises(CheckpointError) as info:
         run.save_checkpoint(state_for(200, buf), replay=buf)
     monkeypatch.undo()

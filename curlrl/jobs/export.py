@@ -14,7 +14,7 @@ import torch
 
 from curlrl.contrastive import CurlHead
 from curlrl.encoder import PixelEncoder, read_export
-from curlrl.errors import CheckpointError, ConfigError
+from curlrl.errors import CheckpointError, ConfigError, first_line
 
 
 @dataclass
@@ -65,7 +65,7 @@ def load_foreign(spec: str) -> LoadedEncoder:
         factory = getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError) as exc:
         raise ConfigError(f"encoder {spec!r}: cannot import {attr!r} from {module_name!r} "
-                          f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+                          f"({first_line(exc)})") from None
     made = factory()
     if not isinstance(made, ForeignEncoder):
         if not isinstance(made, torch.nn.Module) or not hasattr(made, "obs_shape") or not hasattr(made, "feature_dim"):
@@ -112,7 +112,7 @@ def load_encoder(spec: str | Path, map_location: str = "cpu") -> LoadedEncoder:
             head = _head(mods.get("curl_head"), cfg.feature_dim)
             kind = f"train run, {state['counters']['env_step']} env steps"
     except (KeyError, RuntimeError, TypeError, ValueError, AttributeError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise CheckpointError(f"checkpoint {run.checkpoint_path} does not match its config ({first})") from None
     return LoadedEncoder(enc, key, head, f"{path} ({kind})")
 

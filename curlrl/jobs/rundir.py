@@ -65,7 +65,7 @@ import numpy as np
 import torch
 
 from curlrl.checkpoint import atomic_save, atomic_write_text, safe_load
-from curlrl.errors import CheckpointError, ConfigError
+from curlrl.errors import CheckpointError, ConfigError, first_line
 
 TRAIN_COLUMNS = ["task", "seed", "env_step", "agent_step", "updates", "episode", "return",
                  "episode_env_steps", "env_steps_per_s", "critic_loss", "actor_loss", "curl_loss",
@@ -149,15 +149,6 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def _atomic_write_synced(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 def _write_error(exc: OSError, path: Path, kept: str | None) -> CheckpointError:
@@ -311,7 +302,7 @@ class RunDir:
             _fsync_dir(ckdir)
             self._checkpoint_stage("rename")
             target = self.pointer_path
-            _atomic_write_synced(self.pointer_path, final.name + "\n")
+            atomic_write_text(self.pointer_path, final.name + "\n", fsync=True)
             committed = True
             self._checkpoint_stage("pointer")
             _fsync_dir(ckdir)
@@ -488,7 +479,7 @@ class RunDir:
         try:
             agent.load_state_dict(state["agent"])
         except (KeyError, RuntimeError, TypeError, ValueError) as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            first = first_line(exc)
             raise CheckpointError(f"checkpoint {self.checkpoint_path} does not match its config ({first})") from None
 
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from curlrl.errors import ConfigError
+from curlrl.errors import ConfigError, first_line
 from curlrl.jobs.bench.results import RunResult, run_status, settled_result
 from curlrl.jobs.bench.suite import ArgumentError, RunSpec
 from curlrl.jobs.rundir import RunDir
@@ -419,7 +419,7 @@ def _submitit_loop(pending, in_flight, results, executor, workers, on_result, re
             try:
                 res = job.result()
             except Exception as exc:  # the job itself died (node failure, scancel, OOM kill, ...)
-                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                first = first_line(exc)
                 res = RunResult.of(spec, "failed", env_step=run_status(spec.run_dir, spec.env_steps).env_step,
                                    message=f"submitit job {job.job_id} failed ({first}); see {job.paths.stderr}")
             results.append(res)
