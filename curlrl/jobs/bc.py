@@ -71,10 +71,9 @@ def behaviour_clone(spec: str, data_dir: str | Path, task: str | None = None, de
     if not repeat:
         raise ConfigError(f"dataset {data_dir} does not record its action repeat: give the one it was made with")
     if spec == "random":
-        from curlrl.jobs.export import LoadedEncoder, random_encoder
+        from curlrl.jobs.export import random_loaded
 
-        loaded = LoadedEncoder(random_encoder((3 * frame_stack, crop_size, crop_size), encoder_seed), None, None,
-                               f"random init (seed {encoder_seed})")
+        loaded = random_loaded((3 * frame_stack, crop_size, crop_size), encoder_seed)
     else:
         loaded = load_encoder(spec)
     enc = loaded.encoder.eval().requires_grad_(False)

@@ -137,3 +137,9 @@ def random_encoder(obs_shape: tuple[int, int, int], seed: int = 0, **kwargs) -> 
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         return PixelEncoder(obs_shape, **kwargs).eval()
+
+
+def random_loaded(obs_shape: tuple[int, int, int], seed: int = 0, **kwargs) -> LoadedEncoder:
+    """:func:`random_encoder` as a :class:`LoadedEncoder` (no key encoder, no head): the
+    ``random`` baseline of probe and bc."""
+    return LoadedEncoder(random_encoder(obs_shape, seed, **kwargs), None, None, f"random init (seed {seed})")

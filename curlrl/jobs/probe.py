@@ -236,7 +236,7 @@ def run_probe(spec: str, data_dir: str | Path, out: str | Path | None = None, ho
     ``data_format`` / ``image_size``: as :func:`curlrl.datasets.load_dataset`'s.
     """
     from curlrl.datasets import load_dataset
-    from curlrl.jobs.export import LoadedEncoder, load_encoder, random_encoder
+    from curlrl.jobs.export import load_encoder, random_loaded
 
     if threads:
         torch.set_num_threads(threads)
@@ -244,15 +244,13 @@ def run_probe(spec: str, data_dir: str | Path, out: str | Path | None = None, ho
         raise ConfigError(f"knn_k must be >= 1 and ridge_alpha >= 0, got {knn_k} and {ridge_alpha}")
     data = load_dataset(data_dir, data_format, image_size)
     if spec == "random":
-        loaded = LoadedEncoder(random_encoder((3 * frame_stack, crop_size, crop_size), seed), None, None,
-                               f"random init (seed {seed})")
+        loaded = random_loaded((3 * frame_stack, crop_size, crop_size), seed)
     else:
         loaded = load_encoder(spec)
     encoders = [loaded]
     if with_random and spec != "random":
         cfg = loaded.encoder.config()
-        encoders.append(LoadedEncoder(random_encoder(tuple(cfg.pop("obs_shape")), seed, **cfg), None, None,
-                                      f"random init (seed {seed})"))
+        encoders.append(random_loaded(tuple(cfg.pop("obs_shape")), seed, **cfg))
     results = [probe(e, data, holdout, split_seed, ridge_alpha, knn_k) for e in encoders]
     out = Path(out) if out else default_out(spec)
     out.mkdir(parents=True, exist_ok=True)
