@@ -119,14 +119,15 @@ def test_shared_fields_are_declared_once():
 
 # The list report.py kept by hand before the schema (less curl, which names the algorithm).
 OPERATIONAL = {"task", "seed", "device", "threads", "env_steps", "eval_every", "checkpoint_every", "save_replay",
-               "video", "log_every_updates", "channels_last", "replay_compress", "replay_storage", "capture"}
+               "video", "log_every_updates", "channels_last", "replay_compress", "replay_storage", "capture",
+               "label"}
 
 
 def test_operational_and_resumable_keys():
     from curlrl.jobs.config import compared_keys, operational_keys, resumable_keys
     assert operational_keys() == OPERATIONAL
     assert compared_keys() == set(TrainConfig.__dataclass_fields__) - OPERATIONAL - {"curl"}
-    assert resumable_keys() == {"env_steps", "threads", "device", "seed", "task"}
+    assert resumable_keys() == {"env_steps", "threads", "device", "seed", "task", "label"}
 
 
 @pytest.mark.parametrize("override,match", [

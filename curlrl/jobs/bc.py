@@ -22,21 +22,12 @@ from torch import nn
 from curlrl.augment import center_crop
 from curlrl.checkpoint import atomic_write_text
 from curlrl.errors import ConfigError, DatasetError
+from curlrl.jobs.report import bootstrap_ci
 
 
 def _policy(feature_dim: int, action_dim: int, hidden: int) -> nn.Module:
     return nn.Sequential(nn.Linear(feature_dim, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
                          nn.Linear(hidden, action_dim), nn.Tanh())
-
-
-def bootstrap_ci(values: np.ndarray, reps: int = 2000, seed: int = 0) -> tuple[float, float]:
-    """95% percentile-bootstrap interval of the mean of ``values``."""
-    values = np.asarray(values, dtype=np.float64)
-    if len(values) < 2:
-        return float(values.mean()), float(values.mean())
-    idx = np.random.default_rng(seed).integers(0, len(values), (reps, len(values)))
-    means = values[idx].mean(1)
-    return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
 
 
 def behaviour_clone(spec: str, data_dir: str | Path, task: str | None = None, demos: int = 10,

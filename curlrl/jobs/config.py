@@ -73,6 +73,9 @@ class TrainConfig(RuntimeConfig, AgentConfig):
                                            "this many env steps", check="> 0", operational=True)
     save_replay: bool = option(True, "store the replay with checkpoints for an exact resume", operational=True)
     video: bool = option(True, "write an mp4 of the first episode of each evaluation", operational=True)
+    label: str = option("", "the run's name in reports (curlrl report, bench): a variant's name, e.g. frozen or "
+                            "finetuned; empty: the algorithm, curl or pixel_sac_crop", pattern=r"[A-Za-z0-9_.+-]*",
+                        must="letters, digits and _ . + - only", operational=True, resumable=True)
     log_every_updates: int = option(0, "also log update metrics every N updates (0: once per episode)",
                                     check=">= 0", operational=True)
     encoder_init: str = option("", "start the critic encoder from an exported .safetensors encoder (curlrl "

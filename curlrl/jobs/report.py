@@ -62,7 +62,10 @@ class RunRecord:
 # -- loading ---------------------------------------------------------------------------
 
 def algorithm_name(cfg: dict[str, Any]) -> str:
-    """"curl" for curl=true (the default), else "pixel_sac_crop" (SAC + random crop)."""
+    """"curl" for curl=true (the default), else "pixel_sac_crop" (SAC + random crop).
+
+    A run whose config sets ``label`` (e.g. a bench variant) is reported under that name
+    instead, unless the report is given labels."""
     return "curl" if cfg.get("curl", True) else "pixel_sac_crop"
 
 
@@ -128,7 +131,8 @@ def _load_run_dir(eval_csv: Path, label: str | None, warn: list[str]) -> RunReco
         raise ReportError(str(exc)) from None
     except (KeyError, ValueError) as exc:
         raise ReportError(f"{eval_csv} is not a curlrl eval.csv ({exc})") from None
-    return RunRecord(algo=label or (algorithm_name(cfg) if cfg else "unknown"), task=task, seed=seed,
+    algo = label or cfg.get("label") or (algorithm_name(cfg) if cfg else "unknown")
+    return RunRecord(algo=algo, task=task, seed=seed,
                      source=str(run), batch_size=cfg.get("batch_size"), device=str(cfg.get("device", "?")),
                      env_steps=cfg.get("env_steps"), non_paper=non_paper_settings(cfg) if cfg else ["config unknown"],
                      evals=evals)
@@ -240,6 +244,16 @@ def task_stats(returns: Sequence[float]) -> dict[str, float]:
     """Mean, std (population, ddof=0, as in the paper's ± columns) and IQM of one task's runs."""
     x = np.asarray(returns, dtype=float)
     return dict(n=len(x), mean=float(x.mean()), std=float(x.std()), iqm=iqm(x))
+
+
+def bootstrap_ci(values: np.ndarray, reps: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """95% percentile-bootstrap interval of the mean of ``values`` (one value: that value twice)."""
+    values = np.asarray(values, dtype=np.float64)
+    if len(values) < 2:
+        return float(values.mean()), float(values.mean())
+    idx = np.random.default_rng(seed).integers(0, len(values), (reps, len(values)))
+    means = values[idx].mean(1)
+    return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
 
 
 def aggregate_metrics(scores: np.ndarray) -> np.ndarray:
