@@ -10,7 +10,7 @@ from pathlib import Path
 # `func` (a callable taking the parsed args and returning an exit code).
 EXTRA_COMMANDS: tuple[str, ...] = ("curlrl.cli.offline", "curlrl.cli.bench")
 # Commands that run updates: worth restarting under tcmalloc (see _use_tcmalloc).
-TRAINING_COMMANDS = ("train", "bench", "pretrain")
+TRAINING_COMMANDS = ("train", "bench", "rl", "pretrain")
 
 
 def is_override(item: str) -> bool:

@@ -1,4 +1,4 @@
-"""``curlrl bench`` and ``curlrl report``: registered through ``curlrl.cli.EXTRA_COMMANDS``."""
+"""``curlrl bench``, ``curlrl rl`` and ``curlrl report``: registered through ``curlrl.cli.EXTRA_COMMANDS``."""
 from __future__ import annotations
 
 import argparse
@@ -10,7 +10,8 @@ from curlrl.errors import ConfigError
 
 # The options that stand for run_bench's arguments (their checks live in the library).
 _OPTIONS = {"seeds": "--seeds", "tasks": "--tasks", "workers": "--workers", "cpus": "--cpus",
-            "signal_delay_s": "--signal-delay"}
+            "signal_delay_s": "--signal-delay", "variants": "--variants", "modes": "--modes",
+            "overrides": "key=value"}
 
 
 def _bench(args: argparse.Namespace) -> int:
@@ -22,6 +23,34 @@ def _bench(args: argparse.Namespace) -> int:
             overrides.append(item)
         else:
             tasks += [t for t in item.split(",") if t]
+    variants = [v for v in args.variants.split(",") if v] if args.variants is not None else None
+    return _launch(args, lambda: bench.load_suite(args.suite), overrides, tasks or None, args.seeds, variants)
+
+
+def _rl(args: argparse.Namespace) -> int:
+    from curlrl.cli import is_override
+    from curlrl.jobs import bench
+
+    words = [args.encoder, args.task, *(args.overrides or [])]
+    bare = [w for w in words if not is_override(w)]
+    if len(bare) != 2:
+        raise ConfigError(f"give an ENCODER and a TASK, then key=value overrides; got {' '.join(bare) or 'neither'}")
+    encoder, task = bare
+    overrides = [w for w in words if is_override(w)]
+    modes = [m for m in args.modes.split(",") if m]
+    require_at_least(args, env_steps=1)
+
+    def suite():
+        return bench.encoder_suite(encoder, task, args.env_steps, args.seeds, modes)
+
+    return _launch(args, suite, overrides, None, None, None)
+
+
+def _launch(args: argparse.Namespace, suite, overrides, tasks, seeds, variants) -> int:
+    """run_bench with the launcher and SLURM options of ``args``; ``suite()`` makes the suite
+    (inside the handler that words the library's argument errors with their flags)."""
+    from curlrl.jobs import bench
+
     extra = {}
     for item in args.slurm_opt or []:
         key, sep, value = item.partition("=")
@@ -32,15 +61,14 @@ def _bench(args: argparse.Namespace) -> int:
         time_min = bench.parse_time_min(args.time)
     except ConfigError as exc:
         raise ConfigError(f"--time: {exc}") from None
-    suite = bench.load_suite(args.suite)
     try:
         slurm = bench.SlurmOptions(partition=args.partition, time_min=time_min,
                                    gpus=args.gpus, cpus=args.cpus, mem_gb=args.mem_gb, account=args.account,
                                    qos=args.qos, constraint=args.constraint, extra=extra,
                                    signal_delay_s=args.signal_delay)
-        results = bench.run_bench(suite, args.out, overrides, tasks or None, args.seeds, args.workers, args.launcher,
+        results = bench.run_bench(suite(), args.out, overrides, tasks, seeds, args.workers, args.launcher,
                                   slurm, report=lambda line: print(line, flush=True),
-                                  progress_every=args.progress_every)
+                                  progress_every=args.progress_every, variants=variants)
     except bench.ArgumentError as exc:  # worded with the flag the user typed
         if exc.argument not in _OPTIONS:
             raise
@@ -75,7 +103,7 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def register(sub) -> None:
-    """Add the ``bench`` and ``report`` subcommands to the ``curlrl`` parser."""
+    """Add the ``bench``, ``rl`` and ``report`` subcommands to the ``curlrl`` parser."""
     p = sub.add_parser(
         "bench", help="train many tasks x seeds (local process pool or SLURM)",
         description="Launch one `curlrl train` per (task, seed) into OUT/runs/<task>/seed<k>. Re-running the "
@@ -86,12 +114,39 @@ def register(sub) -> None:
                    help="planet100k (six PlaNet tasks, 100k env steps), planet500k, or a suite YAML file")
     p.add_argument("--tasks", nargs="+", help="only these tasks (space or comma separated)")
     p.add_argument("--seeds", type=int, help="number of seeds 0..N-1 (default: the suite's; 10 for planet*)")
+    p.add_argument("--variants", help="only these of the suite's variants (comma separated; default: all)")
+    p.add_argument("--out", required=True, help="benchmark directory")
+    _launch_options(p)
+    p.set_defaults(func=_bench)
+
+    p = sub.add_parser(
+        "rl", help="online RL from a pretrained encoder: frozen vs fine-tuned vs from scratch, side by side",
+        description="ENCODER: an encoder export (.safetensors; curlrl export RUN_DIR makes one) or a "
+                    "bring-your-own package.module:factory. Runs TASK x --seeds for each mode as a bench "
+                    "(OUT/runs/<mode>/<task>/seed<k>; the same command resumes), then prints the modes side by "
+                    "side. frozen: the conv trunk stays fixed; finetuned: all of it learns; scratch: the default "
+                    "agent from a random init. Example: curlrl rl enc.safetensors cartpole-swingup --env-steps "
+                    "100000 --seeds 5 --out rl/cartpole")
+    p.add_argument("encoder")
+    p.add_argument("task")
+    p.add_argument("overrides", nargs="*", help="config overrides key=value for every run")
+    p.add_argument("--env-steps", type=int, default=100_000, help="budget of each run (default 100000)")
+    p.add_argument("--seeds", type=int, default=5, help="seeds 0..N-1 per mode (default 5)")
+    p.add_argument("--modes", default="frozen,finetuned,scratch",
+                   help="comma separated, of frozen, finetuned, scratch (default: all three)")
+    p.add_argument("--out", required=True, help="benchmark directory")
+    _launch_options(p)
+    p.set_defaults(func=_rl)
+    _register_report(sub)
+
+
+def _launch_options(p) -> None:
+    """The launcher and SLURM options that ``bench`` and ``rl`` share."""
     p.add_argument("--workers", type=int,
                    help="runs at a time (local default: max(1, cores // 4); slurm default: all at once)")
     p.add_argument("--launcher", default="local", choices=["local", "slurm", "submitit-local"],
                    help="local: subprocess pool here; slurm: submitit jobs; submitit-local: submitit's "
                         "local executor (a dry run of the slurm path on this machine)")
-    p.add_argument("--out", required=True, help="benchmark directory")
     p.add_argument("--progress-every", type=float, default=300.0,
                    help="seconds between progress lines while runs are going (0: none)")
     g = p.add_argument_group("slurm (with --launcher slurm)")
@@ -108,8 +163,9 @@ def register(sub) -> None:
                    help="seconds before the time limit at which a job is told to checkpoint and requeue "
                         "(default 180; leave room for a checkpoint with its replay)")
     g.add_argument("--slurm-opt", action="append", metavar="KEY=VALUE", help="any further sbatch option, repeatable")
-    p.set_defaults(func=_bench)
 
+
+def _register_report(sub) -> None:
     p = sub.add_parser(
         "report", help="Markdown + PNG report of benchmark runs (rliable statistics)",
         description="Read every eval.csv below DIRs (or CSVs from --export-csv) and write report.md with "

@@ -4,6 +4,7 @@ Layout of a benchmark directory ``OUT``::
 
     runs/<task>/seed<k>/     an ordinary run directory (config.yaml, eval.csv, checkpoints/, ...)
     logs/<task>/seed<k>.log  stdout and stderr of every attempt at that run, appended
+                             (a suite with variants: runs/<variant>/<task>/seed<k>, logs likewise)
     submitit/                submitit's own job files (slurm and submitit-local launchers)
     bench.csv                the last summary table
 
@@ -27,24 +28,26 @@ from curlrl.jobs.bench.launch import (LAUNCHERS, STALE_MARK, STOP_SIGNALS, STOP_
                                       parse_time_min, progress_line, stop_children, stopped_by,
                                       terminate_children)
 from curlrl.jobs.bench.results import (SUMMARY_COLUMNS, RunResult, RunStatus, duration, run_status,
-                                       settled_result, summary_table, write_summary)
-from curlrl.jobs.bench.suite import (SUITES, ArgumentError, RunSpec, Suite, load_suite, parse_seeds, plan,
-                                     plan_table)
+                                       settled_result, summary_table, variant_table, write_summary)
+from curlrl.jobs.bench.suite import (ENCODER_MODES, SUITES, ArgumentError, RunSpec, Suite, encoder_suite, load_suite,
+                                     parse_seeds, plan, plan_table)
 from curlrl.jobs.host import usable_cpus
 
-__all__ = ["LAUNCHERS", "STALE_MARK", "STOP_SIGNALS", "STOP_WAIT_S", "SUITES",
-            "SUMMARY_COLUMNS", "ArgumentError", "RunResult", "RunSpec",
-           "RunStatus", "SlurmOptions", "Suite", "TrainJob", "execute", "launch_local", "launch_submitit",
-           "load_suite", "make_executor", "parse_seeds", "parse_time_min", "plan", "progress_line", "run_bench",
-           "run_status", "stop_children", "stopped_by", "summary_table", "terminate_children",
-           "write_summary"]
+__all__ = ["ENCODER_MODES", "LAUNCHERS", "STALE_MARK", "STOP_SIGNALS", "STOP_WAIT_S", "SUITES", "SUMMARY_COLUMNS",
+           "ArgumentError", "RunResult", "RunSpec", "RunStatus", "SlurmOptions", "Suite", "TrainJob", "encoder_suite",
+           "execute", "launch_local", "launch_submitit", "load_suite", "make_executor", "parse_seeds",
+           "parse_time_min", "plan", "progress_line", "run_bench", "run_status", "stop_children", "stopped_by",
+           "summary_table", "terminate_children", "variant_table", "write_summary"]
 
 
 def run_bench(suite: Suite, out: str | Path, overrides: Sequence[str] = (), tasks: Sequence[str] | None = None,
               seeds: int | None = None, workers: int | None = None, launcher: str = "local",
               slurm: SlurmOptions | None = None, report: Report = print,
-              progress_every: float = 300.0) -> list[RunResult]:
+              progress_every: float = 300.0, variants: Sequence[str] | None = None) -> list[RunResult]:
     """Plan, launch and summarise a benchmark; returns one result per run, in plan order.
+
+    A suite with variants (or the ``variants`` chosen from them) runs each over every task and
+    seed and ends with them side by side (:func:`variant_table`).
 
     ``workers`` defaults to ``max(1, cores // 4)`` for the local launchers (so each run gets
     a few threads) and to unlimited for slurm. A run that fails does not stop the others.
@@ -60,7 +63,7 @@ def run_bench(suite: Suite, out: str | Path, overrides: Sequence[str] = (), task
     slurm = slurm or SlurmOptions()
     # threads: the local launchers share this machine's cores; a SLURM job has its own CPUs
     default_threads = slurm.cpus if launcher == "slurm" else max(1, usable_cpus() // (n_workers or 1))
-    specs = plan(suite, out, overrides, tasks, seeds, default_threads=default_threads)
+    specs = plan(suite, out, overrides, tasks, seeds, default_threads=default_threads, variants=variants)
     report(plan_table(suite, specs, launcher, n_workers, out))
     todo = [s for s in specs if s.state not in ("done", "corrupt")]
     # finished and corrupt runs, as planned (a corrupt run's note is the checkpoint's error)
@@ -73,7 +76,7 @@ def run_bench(suite: Suite, out: str | Path, overrides: Sequence[str] = (), task
         with lock:
             counter[0] += 1
             ev = "" if res.last_eval is None else f" eval {res.last_eval:.1f}"
-            report(f"[{counter[0]}/{total}] {res.outcome:<8} {res.task} seed{res.seed} "
+            report(f"[{counter[0]}/{total}] {res.outcome:<8} {res.name} "
                    f"env step {res.env_step}{ev} ({duration(res.seconds)})"
                    + (f" -- log: {res.log}" if res.outcome == "failed" else ""))
 
@@ -84,8 +87,12 @@ def run_bench(suite: Suite, out: str | Path, overrides: Sequence[str] = (), task
             executor = make_executor(launcher, out / "submitit", todo[0].threads, slurm)
             results += launch_submitit(todo, executor, n_workers, on_result, report,
                                        poll_s=1.0 if launcher != "slurm" else 15.0, progress_every=progress_every)
-    order = {(s.task, s.seed): i for i, s in enumerate(specs)}
-    results.sort(key=lambda r: order[(r.task, r.seed)])
+    order = {s.name: i for i, s in enumerate(specs)}
+    results.sort(key=lambda r: order[r.name])
     write_summary(results, out / "bench.csv")
     report(summary_table(results))
+    if any(s.variant for s in specs):
+        report(variant_table(results))
+        report(f"curlrl bench: full report (per-task tables, aggregates, curves): curlrl report {out / 'runs'} "
+               f"--steps {','.join(str(b) for b in sorted({s.env_steps for s in specs}))} --out REPORT_DIR")
     return results

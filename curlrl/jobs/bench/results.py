@@ -16,6 +16,11 @@ if TYPE_CHECKING:
     from curlrl.jobs.bench.suite import RunSpec
 
 
+def run_name(variant: str, task: str, seed: int) -> str:
+    """``task seedK``, or ``variant/task seedK`` in a suite with variants."""
+    return f"{variant + '/' if variant else ''}{task} seed{seed}"
+
+
 @dataclass
 class RunStatus:
     """What the run directory says: ``new`` (no checkpoint), ``partial`` (checkpoint below the
@@ -54,11 +59,18 @@ class RunResult:
     run_dir: str = ""
     returncode: int | None = None        # of the `curlrl train` process; None if none ran
     last_eval_step: int | None = None    # env step of ``last_eval``
+    variant: str = ""                    # the suite's variant ("" without variants)
+    budget: int = 0                      # the run's env_steps
 
     @classmethod
     def of(cls, spec: RunSpec, outcome: str, **fields) -> RunResult:
-        """A result for ``spec``'s run (task, seed, run dir and log taken from it)."""
-        return cls(spec.task, spec.seed, outcome, run_dir=spec.run_dir, log=spec.log_path, **fields)
+        """A result for ``spec``'s run (variant, task, seed, budget, run dir and log taken from it)."""
+        return cls(spec.task, spec.seed, outcome, run_dir=spec.run_dir, log=spec.log_path, variant=spec.variant,
+                   budget=spec.env_steps, **fields)
+
+    @property
+    def name(self) -> str:
+        return run_name(self.variant, self.task, self.seed)
 
     def read_eval(self) -> RunResult:
         """Fill ``last_eval`` and ``last_eval_step`` from the run directory's eval log; returns self."""
@@ -78,25 +90,60 @@ def settled_result(spec: RunSpec, status: RunStatus) -> RunResult | None:
     return None
 
 
-SUMMARY_COLUMNS = ["task", "seed", "outcome", "env_step", "last_eval", "seconds", "log", "message"]
+SUMMARY_COLUMNS = ["task", "seed", "outcome", "env_step", "last_eval", "seconds", "log", "message", "variant"]
+
+
+def _fixed_width(header: list[str], rows: list[list[str]]) -> list[str]:
+    """Header, rule and rows as left-aligned columns two spaces apart."""
+    widths = [max(len(h), *(len(row[i]) for row in rows)) if rows else len(h) for i, h in enumerate(header)]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+    return [fmt.format(*header).rstrip(), fmt.format(*("-" * w for w in widths))] + \
+        [fmt.format(*row).rstrip() for row in rows]
 
 
 def summary_table(results: list[RunResult]) -> str:
-    """Fixed-width table: task, seed, outcome, env step, last eval, time, log; then one
-    line per failure and a count of outcomes."""
+    """Fixed-width table: (variant,) task, seed, outcome, env step, last eval, time, log;
+    then one line per failure and a count of outcomes."""
     header = ["task", "seed", "result", "env steps", "last eval", "time", "log"]
     rows = [[r.task, str(r.seed), r.outcome, str(r.env_step), "-" if r.last_eval is None else f"{r.last_eval:.1f}",
              duration(r.seconds) if r.seconds else "-", r.log] for r in results]
-    widths = [max(len(h), *(len(row[i]) for row in rows)) if rows else len(h) for i, h in enumerate(header)]
-    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
-    lines = [fmt.format(*header), fmt.format(*("-" * w for w in widths))] + [fmt.format(*row) for row in rows]
+    if any(r.variant for r in results):
+        header, rows = ["variant", *header], [[r.variant, *row] for r, row in zip(results, rows)]
+    lines = _fixed_width(header, rows)
     counts = {k: sum(r.outcome == k for r in results) for k in ("done", "resumed", "skipped", "failed")}
     lines.append(f"curlrl bench: {len(results)} runs: {counts['done']} done, {counts['resumed']} resumed, "
                  f"{counts['skipped']} already finished, {counts['failed']} failed")
     for r in results:
         if r.outcome == "failed":
-            lines.append(f"FAILED {r.task} seed{r.seed}: {r.message} (log: {r.log})")
+            lines.append(f"FAILED {r.name}: {r.message} (log: {r.log})")
     return "\n".join(lines)
+
+
+def variant_table(results: list[RunResult]) -> str:
+    """The variants side by side: one row per task, one column per variant, each cell the
+    mean return of the evaluation at the runs' budget over the seeds that reached it, its
+    95% bootstrap interval over seeds and ``n`` (``m/n`` when only m of n runs have it)."""
+    from curlrl.jobs.report import bootstrap_ci
+
+    variants = list(dict.fromkeys(r.variant for r in results))
+    tasks = list(dict.fromkeys(r.task for r in results))
+    rows = []
+    for task in tasks:
+        row = [task]
+        for variant in variants:
+            runs = [r for r in results if r.task == task and r.variant == variant]
+            scores = [r.last_eval for r in runs if r.last_eval is not None and r.last_eval_step == r.budget]
+            if not scores:
+                row.append(f"- (0/{len(runs)})")
+                continue
+            lo, hi = bootstrap_ci(scores)
+            n = f"{len(scores)}" if len(scores) == len(runs) else f"{len(scores)}/{len(runs)}"
+            row.append(f"{sum(scores) / len(scores):.1f} [{lo:.1f}, {hi:.1f}] (n={n})")
+        rows.append(row)
+    budgets = sorted({r.budget for r in results})
+    at = ", ".join(str(b) for b in budgets)
+    return "\n".join([f"curlrl bench: variants side by side: mean eval return at {at} env steps "
+                      f"[95% bootstrap CI over seeds] (n seeds)", *_fixed_width(["task", *variants], rows)])
 
 
 def duration(seconds: float) -> str:

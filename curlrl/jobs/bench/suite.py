@@ -3,13 +3,14 @@ resolved up front, and what each run directory already holds."""
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
 from curlrl.errors import ConfigError, CurlrlError
 from curlrl.jobs import config as config_mod
-from curlrl.jobs.bench.results import run_status
+from curlrl.jobs.bench.results import run_name, run_status
 from curlrl.jobs.published import PLANET_TASKS
 from curlrl.jobs.rundir import RunDir
 
@@ -38,6 +39,8 @@ class Suite:
     seeds: list[int]
     overrides: dict[str, Any] = field(default_factory=dict)             # every run
     task_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # per task
+    # named variants compared side by side: name -> config overrides (each run also gets label=name)
+    variants: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 # The PlaNet benchmark of the CURL paper, at its two budgets; 10 seeds as in the paper.
@@ -45,7 +48,8 @@ SUITES: dict[str, Suite] = {
     "planet100k": Suite("planet100k", list(PLANET_TASKS), 100_000, list(range(10))),
     "planet500k": Suite("planet500k", list(PLANET_TASKS), 500_000, list(range(10))),
 }
-_SUITE_KEYS = {"name", "tasks", "env_steps", "seeds", "overrides", "task_overrides"}
+_SUITE_KEYS = {"name", "tasks", "env_steps", "seeds", "overrides", "task_overrides", "variants"}
+VARIANT_NAME = re.compile(r"[A-Za-z0-9_.+-]+")  # a variant's name is a folder name and the runs' label
 
 
 def load_suite(name_or_file: str) -> Suite:
@@ -58,10 +62,18 @@ def load_suite(name_or_file: str) -> Suite:
         overrides: {batch_size: 128}          # optional, config keys for every run
         task_overrides:                       # optional, per task
           walker-walk: {batch_size: 256}
+        variants:                             # optional: settings compared side by side,
+          frozen: {encoder_init: enc.safetensors, freeze_conv: true}   # each over every task x seed
+          finetuned: {encoder_init: enc.safetensors}
+          scratch: {}
+
+    With variants, the runs go to ``runs/<variant>/<task>/seed<k>`` and each run's config
+    gets ``label=<variant>``, the name reports show it under.
     """
     if name_or_file in SUITES:
         s = SUITES[name_or_file]
-        return Suite(s.name, list(s.tasks), s.env_steps, list(s.seeds), dict(s.overrides), dict(s.task_overrides))
+        return Suite(s.name, list(s.tasks), s.env_steps, list(s.seeds), dict(s.overrides), dict(s.task_overrides),
+                     {k: dict(v) for k, v in s.variants.items()})
     path = Path(name_or_file)
     if not path.is_file():
         raise ConfigError(f"suite {name_or_file!r} is neither a built-in suite ({', '.join(SUITES)}) "
@@ -98,8 +110,56 @@ def load_suite(name_or_file: str) -> Suite:
         seeds = parse_seeds(data.get("seeds", 5))
     except ConfigError as exc:  # the file's key, not an argument: a plain ConfigError naming the file
         raise ConfigError(f"suite file {path}: {exc}") from None
+    variants = data.get("variants") or {}
+    if not isinstance(variants, dict) or not all(isinstance(v, dict) or v is None for v in variants.values()):
+        raise ConfigError(f"suite file {path}: 'variants' must map variant names to config overrides "
+                          f"(an empty mapping {{}} for the defaults)")
+    try:
+        check_variant_names(list(variants))
+    except ConfigError as exc:
+        raise ConfigError(f"suite file {path}: {exc}") from None
     return Suite(str(data.get("name") or path.stem), list(tasks), env_steps, seeds,
-                 dict(overrides), {k: dict(v) for k, v in task_overrides.items()})
+                 dict(overrides), {k: dict(v) for k, v in task_overrides.items()},
+                 {str(k): dict(v or {}) for k, v in variants.items()})
+
+
+def check_variant_names(names: Sequence[Any]) -> None:
+    """ConfigError unless every name is a non-empty folder-safe string (letters, digits, _ . + -)."""
+    for name in names:
+        if not isinstance(name, str) or not VARIANT_NAME.fullmatch(name) or name in (".", ".."):
+            raise ConfigError(f"variant name {name!r}: use letters, digits and _ . + - only "
+                              f"(it names a folder and the runs' label)")
+
+
+ENCODER_MODES = ("frozen", "finetuned", "scratch")  # the variants of encoder_suite
+
+
+def encoder_suite(encoder: str, task: str, env_steps: int, seeds: int | list[int] = 5,
+                  modes: Sequence[str] = ENCODER_MODES) -> Suite:
+    """Online RL from a pretrained encoder, as variants of one suite on one task:
+    ``frozen`` (its conv trunk fixed; heads, CURL's W and SAC learn), ``finetuned`` (all of it
+    learns, from its weights) and ``scratch`` (the default agent from a random init).
+
+    ``encoder``: an encoder export (``.safetensors``, given to ``encoder_init``) or a
+    bring-your-own ``package.module:factory`` (given to ``encoder_module``). Paths are made
+    absolute, since the runs may start in another directory.
+    """
+    if not modes or len(set(modes)) != len(modes) or any(m not in ENCODER_MODES for m in modes):
+        raise ArgumentError("modes", f"modes {list(modes)}: choose each once from {list(ENCODER_MODES)}",
+                            f"{{option}} {','.join(modes)}: choose each once from {', '.join(ENCODER_MODES)}")
+    path = Path(encoder)
+    if path.exists():
+        if not path.is_file() or path.suffix != ".safetensors":
+            raise ConfigError(f"encoder {encoder}: give an encoder export (.safetensors; curlrl export RUN_DIR "
+                              f"makes one from a run) or a package.module:factory")
+        weights: dict[str, Any] = {"encoder_init": str(path.resolve())}
+    elif ":" in encoder and path.suffix != ".safetensors":
+        weights = {"encoder_module": encoder}
+    else:
+        raise ConfigError(f"encoder {encoder} does not exist")
+    variants = {"frozen": {**weights, "freeze_conv": True}, "finetuned": dict(weights), "scratch": {}}
+    return Suite(f"encoder-rl-{task}", [task], env_steps, parse_seeds(seeds),
+                 variants={m: variants[m] for m in modes})
 
 
 def parse_seeds(value: Any) -> list[int]:
@@ -137,18 +197,21 @@ class RunSpec:
     state: str = "new"       # planned: new / partial / done / corrupt
     start_step: int = 0
     note: str = ""
+    variant: str = ""        # the suite's variant ("" for a suite without variants)
 
     @property
     def name(self) -> str:
-        return f"{self.task} seed{self.seed}"
+        return run_name(self.variant, self.task, self.seed)
 
 
 def plan(suite: Suite, out: str | Path, overrides: Sequence[str] = (), tasks: Sequence[str] | None = None,
-         seeds: int | None = None, default_threads: int = 1) -> list[RunSpec]:
+         seeds: int | None = None, default_threads: int = 1, variants: Sequence[str] | None = None) -> list[RunSpec]:
     """The runs of ``suite`` under ``out``, each config resolved (and so checked) up front.
 
-    ``overrides`` (command-line ``key=value``) win over the suite's; ``threads`` is
-    ``default_threads`` unless the suite or the command line sets it. Nothing is written.
+    ``overrides`` (command-line ``key=value``) win over the suite's, but may not set a key
+    that a variant sets (that would erase the difference the variants are compared on);
+    ``threads`` is ``default_threads`` unless the suite or the command line sets it.
+    ``variants`` picks some of the suite's variants (default: all). Nothing is written.
     """
     out = Path(out)
     cli = config_mod.parse_overrides(list(overrides))
@@ -162,29 +225,61 @@ def plan(suite: Suite, out: str | Path, overrides: Sequence[str] = (), tasks: Se
         raise ArgumentError("tasks", f"the tasks name a task twice: {task_list}",
                             f"{{option}} lists a task twice: {task_list}")
     seed_list = parse_seeds(seeds) if seeds is not None else list(suite.seeds)
+    variant_list = _pick_variants(suite, variants)
+    for name in variant_list:
+        clash = sorted(set(cli) & set(suite.variants[name]))
+        if clash:
+            raise ArgumentError("overrides", f"the override(s) {clash} would replace what variant {name!r} sets; "
+                                f"change the suite's variants instead",
+                                f"{', '.join(k + '=' for k in clash)} would replace what variant {name!r} sets; "
+                                f"change the suite's variants instead")
     from curlrl.envs.dmc import parse_task
 
     for task in task_list:  # an unknown task is a mistake to report now, not N failed runs later
         parse_task(task)
     specs = []
-    for task in task_list:
-        values: dict[str, Any] = {"env_steps": suite.env_steps}
-        values.update(suite.overrides)
-        values.update(suite.task_overrides.get(task, {}))
-        values.update(cli)
-        values.setdefault("threads", default_threads)
-        for seed in seed_list:
-            items = [f"{k}={_scalar(v)}" for k, v in values.items()] + [f"seed={seed}"]
-            cfg = config_mod.resolve(task, None, items)  # raises ConfigError naming the key
-            run_dir = out / "runs" / task / f"seed{seed}"
-            spec = RunSpec(task, seed, str(run_dir), str(out / "logs" / task / f"seed{seed}.log"), items,
-                           cfg.env_steps, cfg.threads, cfg.device)
-            status = run_status(run_dir, cfg.env_steps)
-            spec.state, spec.start_step, spec.note = status.state, status.env_step, status.message
-            if status.state in ("partial", "done"):
-                spec.note = _config_drift(run_dir, cfg)
-            specs.append(spec)
+    for variant in variant_list or [""]:
+        for task in task_list:
+            values: dict[str, Any] = {"env_steps": suite.env_steps}
+            values.update(suite.overrides)
+            values.update(suite.task_overrides.get(task, {}))
+            if variant:
+                values["label"] = variant
+                values.update(suite.variants[variant])
+            values.update(cli)
+            values.setdefault("threads", default_threads)
+            sub = Path(variant, task) if variant else Path(task)
+            for seed in seed_list:
+                items = [f"{k}={_scalar(v)}" for k, v in values.items()] + [f"seed={seed}"]
+                try:
+                    cfg = config_mod.resolve(task, None, items)  # raises ConfigError naming the key
+                except ConfigError as exc:
+                    if not variant:
+                        raise
+                    raise ConfigError(f"variant {variant!r}: {exc}") from None
+                run_dir = out / "runs" / sub / f"seed{seed}"
+                spec = RunSpec(task, seed, str(run_dir), str(out / "logs" / sub / f"seed{seed}.log"), items,
+                               cfg.env_steps, cfg.threads, cfg.device, variant=variant)
+                status = run_status(run_dir, cfg.env_steps)
+                spec.state, spec.start_step, spec.note = status.state, status.env_step, status.message
+                if status.state in ("partial", "done"):
+                    spec.note = _config_drift(run_dir, cfg)
+                specs.append(spec)
     return specs
+
+
+def _pick_variants(suite: Suite, names: Sequence[str] | None) -> list[str]:
+    """The suite's variants to run: all of them, or ``names`` (each one of the suite's)."""
+    if names is None:
+        return list(suite.variants)
+    if not suite.variants:
+        raise ArgumentError("variants", f"suite {suite.name!r} has no variants to choose from",
+                            f"{{option}}: suite {suite.name!r} has no variants to choose from")
+    unknown = [n for n in names if n not in suite.variants]
+    if unknown or len(set(names)) != len(names) or not names:
+        raise ArgumentError("variants", f"variants {list(names)}: choose each once from {list(suite.variants)}",
+                            f"{{option}} {','.join(names)}: choose each once from {', '.join(suite.variants)}")
+    return list(names)
 
 
 def _config_drift(run_dir: Path, cfg) -> str:
@@ -202,7 +297,9 @@ def _config_drift(run_dir: Path, cfg) -> str:
 def plan_table(suite: Suite, specs: list[RunSpec], launcher: str, workers: int | None, out: Path) -> str:
     """What a bench invocation is about to do: counts of runs to start, resume and skip."""
     counts = {k: sum(s.state == k for s in specs) for k in ("new", "partial", "done", "corrupt")}
-    lines = [f"curlrl bench: suite {suite.name}, {len(specs)} runs ({len({s.task for s in specs})} tasks x "
+    variants = list(dict.fromkeys(s.variant for s in specs if s.variant))
+    by_variant = f"{len(variants)} variants ({', '.join(variants)}) x " if variants else ""
+    lines = [f"curlrl bench: suite {suite.name}, {len(specs)} runs ({by_variant}{len({s.task for s in specs})} tasks x "
              f"{len({s.seed for s in specs})} seeds) to {specs[0].env_steps if specs else 0} env steps -> {out}",
              f"  launcher {launcher}, workers {workers or 'unlimited'}, "
              f"threads per run {specs[0].threads if specs else 0}; "
