@@ -202,7 +202,8 @@ def read_export(path: str | os.PathLike) -> tuple[dict[str, str], dict[str, torc
 
 class ForeignEncoder(nn.Module):
     """Any torch module that maps frame stacks to features, behind curlrl's encoder protocol,
-    so probes and behaviour cloning compare it with curlrl's encoders on the same data.
+    so probes and behaviour cloning compare it with curlrl's encoders on the same data, and
+    the agent can learn on it (as the trunk of a :class:`ForeignPixelEncoder`).
 
     The protocol (what ``module`` receives and must return):
 
