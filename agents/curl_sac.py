@@ -60,7 +60,7 @@ from curlrl.agents.networks import Actor, TwinQ
 from curlrl.augment import center_crop, random_crop
 from curlrl.contrastive import CurlHead
 from curlrl.ema import ema_update
-from curlrl.encoder import EncoderHead, PixelEncoder, orthogonal_init
+from curlrl.encoder import EncoderHead, ForeignEncoder, ForeignPixelEncoder, PixelEncoder, orthogonal_init
 from curlrl.options import EncoderConfig, option
 
 ENCODER_ADAM = ("reference", "per_loss", "shared")  # layouts of the encoder's Adam states
@@ -113,10 +113,16 @@ class CurlSacAgent:
         config: hyperparameters.
         device: torch device for every network and the crop.
         seed: seeds the crop generator (network init uses torch's global RNG).
+        trunk: a bring-your-own :class:`~curlrl.encoder.ForeignEncoder` used instead of
+            the conv stack (:class:`~curlrl.encoder.ForeignPixelEncoder`; num_layers and
+            num_filters then go unused). Its ``obs_shape`` must be (3k, crop_size, crop_size).
+            It keeps its weights and always runs in eval mode; ``init_encoder(None,
+            freeze_conv=True)`` freezes it. ``channels_last`` leaves its memory layout
+            alone, and ``amp='bf16'`` does not apply to it (ValueError).
     """
 
     def __init__(self, obs_shape: tuple[int, int, int], action_dim: int, config: AgentConfig | None = None,
-                 device: str | torch.device = "cpu", seed: int = 0) -> None:
+                 device: str | torch.device = "cpu", seed: int = 0, trunk: ForeignEncoder | None = None) -> None:
         self.cfg = cfg = config or AgentConfig()
         if cfg.update_mode not in ("fused", "exact"):
             raise ValueError(f"update_mode must be 'fused' or 'exact', got {cfg.update_mode!r}")
@@ -135,8 +141,16 @@ class CurlSacAgent:
         self.obs_shape, self.action_dim = tuple(obs_shape), action_dim
         crop_shape = (obs_shape[0], cfg.crop_size, cfg.crop_size)
 
-        self.encoder = PixelEncoder(crop_shape, cfg.feature_dim, cfg.num_layers, cfg.num_filters,
-                                    cfg.encoder_tanh).to(self.device)
+        if trunk is None:
+            self.encoder = PixelEncoder(crop_shape, cfg.feature_dim, cfg.num_layers, cfg.num_filters,
+                                        cfg.encoder_tanh).to(self.device)
+        else:
+            if tuple(trunk.obs_shape) != crop_shape:
+                raise ValueError(f"the encoder trunk takes obs_shape {tuple(trunk.obs_shape)}, but the agent feeds "
+                                 f"{crop_shape} (channels of the observations, crop_size, crop_size)")
+            if cfg.amp == "bf16":
+                raise ValueError("amp='bf16' applies to curlrl's conv stack, not to a bring-your-own trunk")
+            self.encoder = ForeignPixelEncoder(trunk, cfg.feature_dim, cfg.encoder_tanh).to(self.device)
         # The actor sees the critic's conv features (tied weights, detached) through its own head.
         self.actor_head = EncoderHead(self.encoder.conv_dim, cfg.feature_dim, cfg.encoder_tanh).to(self.device)
         self.actor_head.apply(orthogonal_init)  # as the reference initialises its whole actor
@@ -148,7 +162,7 @@ class CurlSacAgent:
         self.curl_head = CurlHead(cfg.feature_dim).to(self.device) if cfg.curl else None
         self.log_alpha = torch.tensor(math.log(cfg.init_temperature), device=self.device, requires_grad=True)
         self.target_entropy = -float(action_dim)
-        if cfg.channels_last:
+        if cfg.channels_last and trunk is None:  # a foreign trunk keeps its own memory layout
             for enc in (self.encoder, self.encoder_target):
                 enc.conv.channels_last = True
                 enc.conv.to(memory_format=torch.channels_last)

@@ -202,7 +202,8 @@ def read_export(path: str | os.PathLike) -> tuple[dict[str, str], dict[str, torc
 
 class ForeignEncoder(nn.Module):
     """Any torch module that maps frame stacks to features, behind curlrl's encoder protocol,
-    so probes and behaviour cloning compare it with curlrl's encoders on the same data.
+    so probes and behaviour cloning compare it with curlrl's encoders on the same data, and
+    the agent can learn on it (as the trunk of a :class:`ForeignPixelEncoder`).
 
     The protocol (what ``module`` receives and must return):
 
@@ -241,3 +242,42 @@ class ForeignEncoder(nn.Module):
 
     def config(self) -> dict:
         return dict(obs_shape=self.obs_shape, feature_dim=self.feature_dim)
+
+
+class ForeignPixelEncoder(nn.Module):
+    """:class:`PixelEncoder`'s shape around a bring-your-own trunk: a :class:`ForeignEncoder`
+    as ``conv``, then curlrl's Linear+LayerNorm ``head`` on its features.
+
+    The agent uses it in place of a :class:`PixelEncoder` (``conv``, ``conv_dim``, ``head``,
+    ``obs_shape``, ``feature_dim`` and ``forward(obs, detach_conv=False)`` mean the same),
+    so SAC, CURL and the actor's own head sit on the trunk's features. The trunk keeps
+    the weights its factory gave it; only ``head`` is initialised here (orthogonal).
+
+    The trunk always runs in eval mode, whether it is frozen or fine-tuned: BatchNorm
+    uses (and keeps) its running statistics and dropout is off, so a feature depends on
+    its own input only, as SAC's targets and CURL's keys assume. ``train()`` leaves it so.
+    """
+
+    def __init__(self, trunk: ForeignEncoder, feature_dim: int = 50, output_tanh: bool = False) -> None:
+        super().__init__()
+        self.obs_shape = tuple(int(v) for v in trunk.obs_shape)
+        self.feature_dim = feature_dim
+        self.output_tanh = output_tanh
+        self.conv = trunk
+        self.conv_dim = trunk.feature_dim
+        self.head = EncoderHead(self.conv_dim, feature_dim, output_tanh)
+        self.head.apply(orthogonal_init)
+        self.train(self.training)
+
+    def train(self, mode: bool = True) -> "ForeignPixelEncoder":
+        super().train(mode)
+        self.conv.eval()  # always: see the class docstring
+        return self
+
+    def forward(self, obs: torch.Tensor, detach_conv: bool = False) -> torch.Tensor:
+        h = self.conv(obs)
+        return self.head(h.detach() if detach_conv else h)
+
+    def config(self) -> dict:
+        """The shape of the input and of the features (there is no curlrl conv stack to describe)."""
+        return dict(obs_shape=list(self.obs_shape), feature_dim=self.feature_dim, output_tanh=self.output_tanh)

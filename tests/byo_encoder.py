@@ -24,3 +24,26 @@ def make_plain() -> nn.Module:
 
 def make_wrong() -> int:
     return 3
+
+
+class SmallConvBN(nn.Module):
+    """A small conv net with a BatchNorm whose running statistics are not the defaults, so
+    train mode (which would update them and normalise by batch statistics) shows."""
+
+    def __init__(self, channels: int = 9) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(channels, 8, 5, stride=4)
+        self.bn = nn.BatchNorm2d(8)
+        self.pool = nn.AdaptiveAvgPool2d(2)
+        with torch.no_grad():
+            self.bn.running_mean.fill_(0.1)
+            self.bn.running_var.fill_(0.5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pool(torch.relu(self.bn(self.conv(x)))).flatten(1)
+
+
+def make_conv() -> ForeignEncoder:
+    """(9, 56, 56) -> 32 features: the tiny train config's crop (tests/offline_data.py)."""
+    return ForeignEncoder(SmallConvBN(), obs_shape=(9, 56, 56), feature_dim=32, mean=(0.5, 0.5, 0.5),
+                          std=(0.25, 0.25, 0.25), name="small conv")

@@ -80,6 +80,11 @@ class TrainConfig(RuntimeConfig, AgentConfig):
                                     check=">= 0", operational=True)
     encoder_init: str = option("", "start the critic encoder from an exported .safetensors encoder (curlrl "
                                    "export); empty: random init")
+    encoder_module: str = option(
+        "", "a bring-your-own trunk, package.module:factory (the factory returns a curlrl.encoder.ForeignEncoder), "
+            "used instead of the conv stack: the Linear+LayerNorm heads, CURL and SAC sit on its features; it runs "
+            "in eval mode, and with freeze_conv=true it stays fixed; empty: curlrl's conv stack",
+        pattern=r"|[A-Za-z_][\w.]*:[A-Za-z_]\w*", must="empty or package.module:factory")
     freeze_conv: bool = option(False, "keep the conv trunk fixed (ATC-style); only heads and MLPs learn")
 
 
@@ -237,6 +242,12 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     if cfg.update_mode == "fused" and cfg.curl and cfg.encoder_adam != "shared":
         raise ConfigError(f"config key 'update_mode' = 'fused' needs encoder_adam=shared (it sums the critic "
                           f"and CURL losses into one gradient), got encoder_adam={cfg.encoder_adam}")
+    if cfg.encoder_module and cfg.encoder_init:
+        raise ConfigError(f"config keys 'encoder_module' and 'encoder_init' exclude each other: the module's "
+                          f"factory brings its own weights (got {cfg.encoder_module!r} and {cfg.encoder_init!r})")
+    if cfg.encoder_module and cfg.amp == "bf16":
+        raise ConfigError("config key 'amp' = 'bf16' runs curlrl's conv stack under autocast and does not apply to "
+                          "a bring-your-own trunk (encoder_module): use amp=off")
     if cfg.log_std_min >= cfg.log_std_max:
         raise ConfigError("config keys 'log_std_min' must be < 'log_std_max'")
     return cfg

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from curlrl.contrastive import CurlHead
-from curlrl.encoder import PixelEncoder, read_export
+from curlrl.encoder import ForeignEncoder, ForeignPixelEncoder, PixelEncoder, read_export
 from curlrl.errors import CheckpointError, ConfigError, first_line
 
 
@@ -21,24 +21,28 @@ from curlrl.errors import CheckpointError, ConfigError, first_line
 class LoadedEncoder:
     """An encoder with what came with it.
 
+    ``encoder``: a :class:`PixelEncoder`; for a train run with a bring-your-own trunk
+    (``encoder_module``) a :class:`ForeignPixelEncoder`; for a ``module:factory`` spec the
+    bare :class:`ForeignEncoder`.
     ``key_encoder``: the momentum (EMA) copy when the source had one, else None.
     ``curl_head``: the trained bilinear head when the source had one, else None.
     ``source``: a description (path and kind) for reports and export metadata.
     """
 
-    encoder: PixelEncoder
-    key_encoder: PixelEncoder | None
+    encoder: PixelEncoder | ForeignPixelEncoder | ForeignEncoder
+    key_encoder: PixelEncoder | ForeignPixelEncoder | None
     curl_head: CurlHead | None
     source: str
 
 
-def _rebuild(config: dict, *states: dict | None) -> list[PixelEncoder | None]:
-    out = []
+def _rebuild(make, *states: dict | None) -> list[torch.nn.Module | None]:
+    """An encoder ``make()`` per state with the state loaded, in eval mode (None for None)."""
+    out: list[torch.nn.Module | None] = []
     for state in states:
         if state is None:
             out.append(None)
             continue
-        enc = PixelEncoder(**config)
+        enc = make()
         enc.load_state_dict(state)
         out.append(enc.eval())
     return out
@@ -52,18 +56,17 @@ def _head(state: dict | None, feature_dim: int) -> CurlHead | None:
     return head.eval()
 
 
-def load_foreign(spec: str) -> LoadedEncoder:
-    """A bring-your-own encoder, ``"package.module:factory"``: ``factory()`` returns a
+def make_foreign(spec: str) -> ForeignEncoder:
+    """Import and call a bring-your-own factory, ``"package.module:factory"``: it returns a
     :class:`curlrl.encoder.ForeignEncoder` (or an ``nn.Module`` with ``obs_shape`` (3k, S, S)
-    and ``feature_dim`` attributes, which is wrapped with no normalisation)."""
+    and ``feature_dim`` attributes, which is wrapped with no normalisation). The module comes
+    as the factory made it: neither frozen nor put in eval mode (callers decide)."""
     import importlib
-
-    from curlrl.encoder import ForeignEncoder
 
     module_name, _, attr = spec.partition(":")
     try:
         factory = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as exc:
+    except (ImportError, AttributeError, ValueError) as exc:
         raise ConfigError(f"encoder {spec!r}: cannot import {attr!r} from {module_name!r} "
                           f"({first_line(exc)})") from None
     made = factory()
@@ -72,6 +75,12 @@ def load_foreign(spec: str) -> LoadedEncoder:
             raise ConfigError(f"encoder {spec!r}: the factory must return a curlrl.encoder.ForeignEncoder or a "
                               f"torch module with obs_shape and feature_dim attributes, got {type(made).__name__}")
         made = ForeignEncoder(made, tuple(made.obs_shape), int(made.feature_dim), name=spec)
+    return made
+
+
+def load_foreign(spec: str) -> LoadedEncoder:
+    """A bring-your-own encoder (:func:`make_foreign`), frozen and in eval mode, for probe and bc."""
+    made = make_foreign(spec)
     return LoadedEncoder(made.eval().requires_grad_(False), None, None, f"{spec} (bring your own)")
 
 
@@ -99,18 +108,30 @@ def load_encoder(spec: str | Path, map_location: str = "cpu") -> LoadedEncoder:
     state = run.load_checkpoint(map_location=map_location)
     pretrained = checkpoint_kind(state, run.checkpoint_path) == PRETRAIN_KIND
     cfg = (resolve_pretrain if pretrained else config_mod.resolve)(None, base=base)
+    foreign = "" if pretrained else cfg.encoder_module
+    if foreign:  # the factory again (once), then the run's weights over it, trunk included
+        import copy
+
+        trunk = make_foreign(foreign)
+
+        def make():
+            return ForeignPixelEncoder(copy.deepcopy(trunk), cfg.feature_dim, cfg.encoder_tanh)
+    else:
+        def make():
+            return PixelEncoder((3 * cfg.frame_stack, cfg.crop_size, cfg.crop_size), cfg.feature_dim,
+                                cfg.num_layers, cfg.num_filters, cfg.encoder_tanh)
     try:
-        config = dict(obs_shape=(3 * cfg.frame_stack, cfg.crop_size, cfg.crop_size), feature_dim=cfg.feature_dim,
-                      num_layers=cfg.num_layers, num_filters=cfg.num_filters, output_tanh=cfg.encoder_tanh)
         if pretrained:
-            enc, key = _rebuild(config, state["encoder"], state["key_encoder"])
+            enc, key = _rebuild(make, state["encoder"], state["key_encoder"])
             head = _head(state["curl_head"], cfg.feature_dim)
             kind = f"pretrain run, {state['step']} updates"
         else:
             mods = state["agent"]["modules"]
-            enc, key = _rebuild(config, mods["encoder"], mods.get("encoder_target"))
+            enc, key = _rebuild(make, mods["encoder"], mods.get("encoder_target"))
             head = _head(mods.get("curl_head"), cfg.feature_dim)
             kind = f"train run, {state['counters']['env_step']} env steps"
+            if foreign:
+                kind += f", trunk {foreign}"
     except (KeyError, RuntimeError, TypeError, ValueError, AttributeError) as exc:
         first = first_line(exc)
         raise CheckpointError(f"checkpoint {run.checkpoint_path} does not match its config ({first})") from None
@@ -123,6 +144,9 @@ def export_encoder(run_dir: str | Path, out: str | Path, quiet: bool = False) ->
     if out.suffix != ".safetensors":
         raise ConfigError(f"export path {out} must end in .safetensors")
     loaded = load_encoder(run_dir)
+    if not isinstance(loaded.encoder, PixelEncoder):
+        raise ConfigError(f"cannot export {loaded.source}: a bring-your-own trunk does not fit a curlrl encoder "
+                          f"file (the weights of a PixelEncoder); probe and bc take {run_dir} itself")
     extra = {"curl_head.W": loaded.curl_head.W} if loaded.curl_head is not None else None
     loaded.encoder.save_pretrained(out, source=loaded.source, extra_tensors=extra)
     if not quiet:

@@ -40,8 +40,22 @@ def build_agent(cfg: TrainConfig, obs_shape: tuple[int, ...], action_dim: int, d
     that file (it may have moved since the run started; the checkpoint holds the weights),
     but ``cfg.freeze_conv`` still applies: it decides which parameters the optimizers hold,
     and their saved state only loads into the same layout.
+
+    With ``cfg.encoder_module`` the agent's trunk is what that factory returns
+    (:func:`curlrl.jobs.export.make_foreign`), called again when the weights will come from a
+    checkpoint: the factory must build the same architecture, and the checkpoint's weights
+    (the trunk's included) replace the ones it made.
     """
-    agent = CurlSacAgent(obs_shape, action_dim, agent_config(cfg), device=device, seed=cfg.seed)
+    trunk = None
+    if cfg.encoder_module:
+        from curlrl.jobs.export import make_foreign
+
+        trunk = make_foreign(cfg.encoder_module)
+        want = (obs_shape[0], cfg.crop_size, cfg.crop_size)
+        if tuple(trunk.obs_shape) != want:
+            raise ConfigError(f"encoder module {cfg.encoder_module!r} takes obs_shape {tuple(trunk.obs_shape)}, "
+                              f"but this run feeds it {want} (3 x frame_stack, crop_size, crop_size)")
+    agent = CurlSacAgent(obs_shape, action_dim, agent_config(cfg), device=device, seed=cfg.seed, trunk=trunk)
     init = cfg.encoder_init if not from_checkpoint else ""
     if init or cfg.freeze_conv:
         from curlrl.encoder import PixelEncoder
