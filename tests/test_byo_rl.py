@@ -157,7 +157,7 @@ def test_reports_flag_a_trunk_run():
     from curlrl.jobs.report import non_paper_settings
 
     cfg = config_mod.to_dict(_cfg())
-    assert f"encoder_module={SPEC} (paper )" in non_paper_settings(cfg)
+    assert f"encoder_module={SPEC} (paper none)" in non_paper_settings(cfg)
     assert "encoder_module (str; empty or package.module:factory)" in config_mod.explain(_cfg())
 
 

@@ -102,6 +102,11 @@ def test_non_paper_settings():
     # a run written before a key existed cannot claim the paper's value for it
     old = {k: v for k, v in paper.items() if k != "encoder_adam"}
     assert report.non_paper_settings(old) == ["encoder_adam not recorded (paper reference)"]
+    # ... except an opt-in source that curlrl did not have then (its paper value is empty)
+    older = {k: v for k, v in paper.items() if k not in ("encoder_module", "encoder_init")}
+    assert report.non_paper_settings(older) == []
+    init = config_mod.to_dict(config_mod.resolve("cartpole-swingup", None, ["encoder_init=e.safetensors"]))
+    assert report.non_paper_settings(init) == ["encoder_init=e.safetensors (paper none)"]
     # where the replay keeps its frames changes no math: neither a setting nor its absence is flagged
     storage = config_mod.to_dict(config_mod.resolve("cartpole-swingup", None, ["replay_storage=device",
                                                                                "replay_compress=false"]))

@@ -126,6 +126,15 @@ def test_encoder_suite_modes(tmp_path, monkeypatch):
         bench.encoder_suite(str(tmp_path), "cartpole-swingup", 10, 1)
 
 
+def test_encoder_suite_with_a_bring_your_own_trunk(tmp_path):
+    suite = bench.encoder_suite("byo_encoder:make_conv", "cartpole-swingup", 400, 1)
+    assert suite.variants == {"frozen": {"encoder_module": "byo_encoder:make_conv", "freeze_conv": True},
+                              "finetuned": {"encoder_module": "byo_encoder:make_conv"}, "scratch": {}}
+    specs = bench.plan(suite, tmp_path, TINY)  # every variant's config resolves (and so is checked)
+    assert [s.variant for s in specs] == ["frozen", "finetuned", "scratch"]
+    assert "encoder_module=byo_encoder:make_conv" in specs[0].overrides
+
+
 def _result(variant, task, seed, ret, step=1000, outcome="done"):
     return RunResult(task, seed, outcome, env_step=step, last_eval=ret, last_eval_step=step, variant=variant,
                      budget=1000)

@@ -75,9 +75,12 @@ def non_paper_settings(cfg: dict[str, Any]) -> list[str]:
     The reference is the shipped per-task config with the default agent, which is the
     reference code's update (``encoder_adam=reference``, ``update_mode=exact``, no
     mixed precision). Each difference reads ``key=value (paper X)``; a key the run's
-    config does not record (written by an older curlrl) reads ``key not recorded (paper X)``.
+    config does not record (written by an older curlrl) reads ``key not recorded (paper X)``,
+    except a key whose paper value is the empty string: such a key names an opt-in source
+    (``encoder_init``, ``encoder_module``) that a curlrl without the key could not use.
     No learning-relevant key is exempt; only operational keys (device, threads, env_steps,
-    eval/checkpoint cadence, memory layout, ...) are ignored."""
+    eval/checkpoint cadence, memory layout, ...) are ignored. An empty paper value reads
+    ``none``."""
     from curlrl.jobs import config as config_mod
 
     task = cfg.get("task")
@@ -91,13 +94,14 @@ def non_paper_settings(cfg: dict[str, Any]) -> list[str]:
         if key not in compared:
             continue
         if key not in cfg:
-            out.append(f"{key} not recorded (paper {ref})")
+            if ref != "":
+                out.append(f"{key} not recorded (paper {ref})")
             continue
         val = cfg[key]
         same = math.isclose(float(val), float(ref)) if isinstance(ref, float) and isinstance(val, (int, float)) \
             else val == ref
         if not same:
-            out.append(f"{key}={val} (paper {ref})")
+            out.append(f"{key}={val} (paper {ref if ref != '' else 'none'})")
     return out
 
 
