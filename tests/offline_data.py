@@ -55,3 +55,20 @@ TRAIN_SMALL = [f"image_size={IMAGE_SIZE}", f"crop_size={CROP}", f"action_repeat=
                "num_layers=2", "num_filters=16", "hidden_dim=32", "env_steps=40", "init_steps=40",
                "eval_every=40", "eval_episodes=1", "checkpoint_every=40", "video=false", "save_replay=false",
                "batch_size=8", "replay_capacity=100", "threads=1", "device=cpu"]
+
+
+def evaluated_agent(run: Path, monkeypatch):
+    """The agent that ``curlrl eval RUN --episodes 1 --no-video`` evaluates (caught on its way
+    into :func:`curlrl.jobs.evaluate.evaluate`), after checking the command succeeded."""
+    from curlrl.cli import main
+    from curlrl.jobs import evaluate as evaluate_mod
+
+    seen, real = {}, evaluate_mod.evaluate
+
+    def spy(agent, *args, **kwargs):
+        seen["agent"] = agent
+        return real(agent, *args, **kwargs)
+
+    monkeypatch.setattr(evaluate_mod, "evaluate", spy)
+    assert main(["eval", str(run), "--episodes", "1", "--no-video"]) == 0
+    return seen["agent"]

@@ -108,18 +108,8 @@ def tuned_run(tmp_path_factory):
 def test_eval_rebuilds_the_trained_trunk_from_the_checkpoint(tuned_run, monkeypatch):
     import byo_encoder
 
-    from curlrl.jobs import evaluate as evaluate_mod
-
-    seen = {}
-    real = evaluate_mod.evaluate
-
-    def spy(agent, *args, **kwargs):
-        seen["agent"] = agent
-        return real(agent, *args, **kwargs)
-
-    monkeypatch.setattr(evaluate_mod, "evaluate", spy)
-    assert main(["eval", str(tuned_run), "--episodes", "1", "--no-video"]) == 0
-    agent, saved = seen["agent"], safe_load(RunDir(tuned_run).checkpoint_path)["agent"]["modules"]
+    agent = offline_data.evaluated_agent(tuned_run, monkeypatch)
+    saved = safe_load(RunDir(tuned_run).checkpoint_path)["agent"]["modules"]
     for name, module in agent.modules().items():
         assert _same(_clone(module), saved[name]), name
     torch.manual_seed(0)  # what the factory made at the run's start (seed 0): not what eval uses

@@ -155,8 +155,6 @@ def test_resume_and_eval_do_not_read_a_moved_export(pretrain_export, tmp_path, m
     """Once a run has a checkpoint, its weights come from there: the export may be gone."""
     import shutil
 
-    from curlrl.jobs import evaluate as evaluate_mod
-
     export = tmp_path / "enc.safetensors"
     shutil.copy(pretrain_export[1], export)
     run = tmp_path / "run"
@@ -167,16 +165,7 @@ def test_resume_and_eval_do_not_read_a_moved_export(pretrain_export, tmp_path, m
     saved = safe_load(RunDir(run).checkpoint_path)
     assert saved["counters"]["env_step"] == 80
 
-    seen = {}
-    real_evaluate = evaluate_mod.evaluate
-
-    def spy(agent, *args, **kwargs):
-        seen["agent"] = agent
-        return real_evaluate(agent, *args, **kwargs)
-
-    monkeypatch.setattr(evaluate_mod, "evaluate", spy)
-    assert main(["eval", str(run), "--episodes", "1", "--no-video"]) == 0
-    agent = seen["agent"]
+    agent = offline_data.evaluated_agent(run, monkeypatch)
     for name, module in agent.modules().items():
         for k, v in saved["agent"]["modules"][name].items():
             torch.testing.assert_close(module.state_dict()[k], v, rtol=0, atol=0, msg=f"{name}.{k}")
