@@ -17,6 +17,7 @@ from curlrl.cli import main
 from curlrl.encoder import PixelEncoder
 from curlrl.errors import ConfigError
 from curlrl.jobs import bench, report
+from curlrl.jobs import config as config_mod
 from curlrl.jobs.bench.results import RunResult
 from curlrl.jobs.export import load_encoder
 
@@ -180,8 +181,10 @@ def rl_runs(tmp_path_factory):
     torch.manual_seed(123)
     PixelEncoder((9, 56, 56)).save_pretrained(enc_path, source="test")
     out = tmp / "out"
-    argv = ["rl", str(enc_path), "cartpole-swingup", "--env-steps", "400", "--seeds", "1",
-            "--modes", "frozen,finetuned", "--workers", "2", "--out", str(out), "--progress-every", "0", *TINY]
+    config = tmp / "tiny.yaml"  # the budget and most settings from a config file, as with curlrl train --config
+    config.write_text(yaml.safe_dump({"env_steps": 400, **config_mod.parse_overrides(TINY[:-1])}))
+    argv = ["rl", str(enc_path), "cartpole-swingup", "--config", str(config), "--seeds", "1",
+            "--modes", "frozen,finetuned", "--workers", "2", "--out", str(out), "--progress-every", "0", TINY[-1]]
     rc, text = _cli(argv)
     return dict(rc=rc, text=text, out=out, enc=enc_path, argv=argv)
 
@@ -193,6 +196,7 @@ def test_rl_trains_frozen_and_finetuned_from_the_encoder(rl_runs):
         run = out / "runs" / mode / "cartpole-swingup" / "seed0"
         cfg = yaml.safe_load((run / "config.yaml").read_text())
         assert (cfg["label"], cfg["freeze_conv"], cfg["encoder_init"]) == (mode, frozen, str(rl_runs["enc"]))
+        assert (cfg["env_steps"], cfg["batch_size"], cfg["crop_size"], cfg["threads"]) == (400, 16, 56, 1)
         trained = load_encoder(str(run)).encoder.state_dict()
         conv_same = all(torch.equal(trained[k], v) for k, v in start.items() if k.startswith("conv."))
         head_same = all(torch.equal(trained[k], v) for k, v in start.items() if k.startswith("head."))
@@ -222,6 +226,9 @@ def test_rl_again_skips_finished_runs(rl_runs):
 
 def test_rl_bad_input_gets_one_line(tmp_path, rl_runs):
     out = tmp_path / "o"
+    bad_config, neg_config = tmp_path / "bad.yaml", tmp_path / "neg.yaml"
+    bad_config.write_text("batch_size: 32\nfreeze_conv: true\n")  # read: it clashes with the modes
+    neg_config.write_text("batch_size: -1\n")
     for argv, words in [
         (["rl", str(tmp_path / "nope.safetensors"), "cartpole-swingup"], "does not exist"),
         (["rl", str(rl_runs["enc"]), "cartpole-swingup", "--modes", "frozen,warm"], "--modes frozen,warm: choose"),
@@ -229,6 +236,9 @@ def test_rl_bad_input_gets_one_line(tmp_path, rl_runs):
         (["rl", str(rl_runs["enc"]), "cartpole-swingup", "--env-steps", "0"], "--env-steps"),
         (["rl", str(rl_runs["enc"]), "no-such-task"], "no-such-task"),
         (["rl", str(rl_runs["enc"]), "cartpole-swingup", "freeze_conv=false"], "would replace what variant"),
+        (["rl", str(rl_runs["enc"]), "cartpole-swingup", "--config", str(bad_config)], "would replace what variant"),
+        (["rl", str(rl_runs["enc"]), "cartpole-swingup", "--config", str(tmp_path / "none.yaml")], "none.yaml"),
+        (["bench", "--tasks", "cartpole-swingup", "--config", str(neg_config)], "'batch_size' must be > 0"),
     ]:
         rc, text = _cli([*argv, "--out", str(out)])
         assert rc == 2, (argv, text)

@@ -24,7 +24,21 @@ def _bench(args: argparse.Namespace) -> int:
         else:
             tasks += [t for t in item.split(",") if t]
     variants = [v for v in args.variants.split(",") if v] if args.variants is not None else None
-    return _launch(args, lambda: bench.load_suite(args.suite), overrides, tasks or None, args.seeds, variants)
+    return _launch(args, lambda: bench.load_suite(args.suite), _config_file(args) + overrides, tasks or None,
+                   args.seeds, variants)
+
+
+def _config_file(args: argparse.Namespace) -> list[str]:
+    """The keys of ``--config FILE`` as key=value overrides (the command line's own come after them)."""
+    if not args.config:
+        return []
+    from curlrl.jobs import config as config_mod
+    from curlrl.jobs.bench.suite import scalar_text
+
+    values = config_mod.load_yaml(args.config)
+    if not isinstance(values, dict):
+        raise ConfigError(f"--config {args.config}: expected a mapping of config keys")
+    return [f"{k}={scalar_text(v)}" for k, v in values.items()]
 
 
 def _rl(args: argparse.Namespace) -> int:
@@ -36,12 +50,18 @@ def _rl(args: argparse.Namespace) -> int:
     if len(bare) != 2:
         raise ConfigError(f"give an ENCODER and a TASK, then key=value overrides; got {' '.join(bare) or 'neither'}")
     encoder, task = bare
-    overrides = [w for w in words if is_override(w)]
+    from_file = _config_file(args)
+    env_steps = args.env_steps
+    if env_steps is None:  # the config file's budget, else the paper's 100k
+        budget = [int(float(o.partition("=")[2])) for o in from_file if o.startswith("env_steps=")]
+        env_steps = budget[-1] if budget else 100_000
+    else:
+        require_at_least(args, env_steps=1)
+    overrides = [o for o in from_file if not o.startswith("env_steps=")] + [w for w in words if is_override(w)]
     modes = [m for m in args.modes.split(",") if m]
-    require_at_least(args, env_steps=1)
 
     def suite():
-        return bench.encoder_suite(encoder, task, args.env_steps, args.seeds, modes)
+        return bench.encoder_suite(encoder, task, env_steps, args.seeds, modes)
 
     return _launch(args, suite, overrides, None, None, None)
 
@@ -130,7 +150,8 @@ def register(sub) -> None:
     p.add_argument("encoder")
     p.add_argument("task")
     p.add_argument("overrides", nargs="*", help="config overrides key=value for every run")
-    p.add_argument("--env-steps", type=int, default=100_000, help="budget of each run (default 100000)")
+    p.add_argument("--env-steps", type=int, help="budget of each run (default: the --config file's env_steps, "
+                                                 "else 100000)")
     p.add_argument("--seeds", type=int, default=5, help="seeds 0..N-1 per mode (default 5)")
     p.add_argument("--modes", default="frozen,finetuned,scratch",
                    help="comma separated, of frozen, finetuned, scratch (default: all three)")
@@ -141,7 +162,9 @@ def register(sub) -> None:
 
 
 def _launch_options(p) -> None:
-    """The launcher and SLURM options that ``bench`` and ``rl`` share."""
+    """The config, launcher and SLURM options that ``bench`` and ``rl`` share."""
+    p.add_argument("--config", help="a YAML file of config keys for every run (e.g. configs/quick-cpu.yaml); "
+                                    "key=value overrides win over it")
     p.add_argument("--workers", type=int,
                    help="runs at a time (local default: max(1, cores // 4); slurm default: all at once)")
     p.add_argument("--launcher", default="local", choices=["local", "slurm", "submitit-local"],

@@ -177,7 +177,7 @@ def parse_seeds(value: Any) -> list[int]:
                         f"{{option}} must be a count or a list of integers, got {value!r}")
 
 
-def _scalar(value: Any) -> str:
+def scalar_text(value: Any) -> str:
     """A config value as the text of a ``key=value`` override (parsed back as YAML)."""
     return value if isinstance(value, str) else json.dumps(value)
 
@@ -250,7 +250,7 @@ def plan(suite: Suite, out: str | Path, overrides: Sequence[str] = (), tasks: Se
             values.setdefault("threads", default_threads)
             sub = Path(variant, task) if variant else Path(task)
             for seed in seed_list:
-                items = [f"{k}={_scalar(v)}" for k, v in values.items()] + [f"seed={seed}"]
+                items = [f"{k}={scalar_text(v)}" for k, v in values.items()] + [f"seed={seed}"]
                 try:
                     cfg = config_mod.resolve(task, None, items)  # raises ConfigError naming the key
                 except ConfigError as exc:
