@@ -67,8 +67,9 @@ def test_plan_runs_every_variant_over_tasks_and_seeds(tmp_path):
     assert "label=wide" in by_name["wide-b.1/cartpole-swingup seed0"].overrides
     assert "label=plain" in by_name["plain/cartpole-swingup seed0"].overrides
     # only some variants
-    picked = bench.plan(suite, tmp_path / "out", variants=["plain"])
-    assert {s.variant for s in picked} == {"plain"} and len(picked) == 4
+    picked = bench.plan(suite, tmp_path / "out", variants=["plain"], seeds=1)
+    assert {s.variant for s in picked} == {"plain"} and len(picked) == 2
+    assert "2 runs (1 variant (plain) x 2 tasks x 1 seed)" in bench.plan_table(suite, picked, "local", 1, tmp_path)
     table = bench.plan_table(suite, specs, "local", 1, tmp_path / "out")
     assert "12 runs (3 variants (small, wide-b.1, plain) x 2 tasks x 2 seeds)" in table
 

@@ -298,9 +298,10 @@ def plan_table(suite: Suite, specs: list[RunSpec], launcher: str, workers: int |
     """What a bench invocation is about to do: counts of runs to start, resume and skip."""
     counts = {k: sum(s.state == k for s in specs) for k in ("new", "partial", "done", "corrupt")}
     variants = list(dict.fromkeys(s.variant for s in specs if s.variant))
-    by_variant = f"{len(variants)} variants ({', '.join(variants)}) x " if variants else ""
-    lines = [f"curlrl bench: suite {suite.name}, {len(specs)} runs ({by_variant}{len({s.task for s in specs})} tasks x "
-             f"{len({s.seed for s in specs})} seeds) to {specs[0].env_steps if specs else 0} env steps -> {out}",
+    by_variant = f"{_count(len(variants), 'variant')} ({', '.join(variants)}) x " if variants else ""
+    lines = [f"curlrl bench: suite {suite.name}, {_count(len(specs), 'run')} ({by_variant}"
+             f"{_count(len({s.task for s in specs}), 'task')} x {_count(len({s.seed for s in specs}), 'seed')}) "
+             f"to {specs[0].env_steps if specs else 0} env steps -> {out}",
              f"  launcher {launcher}, workers {workers or 'unlimited'}, "
              f"threads per run {specs[0].threads if specs else 0}; "
              f"to start {counts['new']}, to resume {counts['partial']}, finished {counts['done']}"
@@ -311,3 +312,8 @@ def plan_table(suite: Suite, specs: list[RunSpec], launcher: str, workers: int |
         elif s.state == "done" and s.note:
             lines.append(f"  finished {s.name} ({s.note})")
     return "\n".join(lines)
+
+
+def _count(n: int, noun: str) -> str:
+    """``1 task``, ``2 tasks``."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
