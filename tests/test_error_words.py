@@ -57,6 +57,11 @@ LIBRARY_CASES = {
     "bench seeds": (lambda t: bench.parse_seeds(0), "number of seeds must be > 0"),
     "bench suite": (lambda t: bench.load_suite(str(t / "nope.yaml")), "is neither a built-in suite"),
     "bench time": (lambda t: bench.parse_time_min("soon"), "time limit 'soon'"),
+    "bench variants": (lambda t: bench.plan(SUITE, t / "b", variants=["a"]), "has no variants to choose from"),
+    "bench variant clash": (lambda t: bench.plan(bench.Suite("s", ["cartpole-swingup"], 1000, [0],
+                                                             variants={"a": {"curl": False}}), t / "b", ["curl=true"]),
+                            "would replace what variant 'a' sets"),
+    "rl modes": (lambda t: bench.encoder_suite("x:y", "cartpole-swingup", 10, 1, ["cold"]), "choose each once"),
     "report labels": (lambda t: report.load_runs([t, t], labels=["a", "b", "c"]), "3 labels for 2 paths"),
 }
 
