@@ -103,6 +103,8 @@ def test_command_line_may_not_erase_a_variant(tmp_path):
         bench.plan(bench.load_suite(str(path)), tmp_path, overrides=["feature_dim=30"])
     rc, text = _cli(["bench", "--suite", str(path), "--out", str(tmp_path / "o"), "feature_dim=30"])
     assert rc == 2 and "feature_dim= would replace what variant 'small' sets" in text
+    rc, text = _cli(["bench", "--suite", str(path), "--out", str(tmp_path / "o"), "label=all"])
+    assert rc == 2 and "label= would replace what variant 'small' sets" in text
     rc, text = _cli(["bench", "--suite", str(path), "--out", str(tmp_path / "o"), "--variants", "small,nope"])
     assert rc == 2 and "--variants small,nope: choose each once from small, wide-b.1, plain" in text
     rc, text = _cli(["bench", "--suite", "planet100k", "--out", str(tmp_path / "o"), "--variants", "a"])
@@ -230,6 +232,8 @@ def test_rl_bad_input_gets_one_line(tmp_path, rl_runs):
     bad_config, neg_config = tmp_path / "bad.yaml", tmp_path / "neg.yaml"
     bad_config.write_text("batch_size: 32\nfreeze_conv: true\n")  # read: it clashes with the modes
     neg_config.write_text("batch_size: -1\n")
+    nan_config = tmp_path / "nan.yaml"
+    nan_config.write_text("env_steps: soon\n")
     for argv, words in [
         (["rl", str(tmp_path / "nope.safetensors"), "cartpole-swingup"], "does not exist"),
         (["rl", str(rl_runs["enc"]), "cartpole-swingup", "--modes", "frozen,warm"], "--modes frozen,warm: choose"),
@@ -240,6 +244,7 @@ def test_rl_bad_input_gets_one_line(tmp_path, rl_runs):
         (["rl", str(rl_runs["enc"]), "cartpole-swingup", "--config", str(bad_config)], "would replace what variant"),
         (["rl", str(rl_runs["enc"]), "cartpole-swingup", "--config", str(tmp_path / "none.yaml")], "none.yaml"),
         (["bench", "--tasks", "cartpole-swingup", "--config", str(neg_config)], "'batch_size' must be > 0"),
+        (["rl", str(rl_runs["enc"]), "cartpole-swingup", "--config", str(nan_config)], "env_steps must be a number"),
     ]:
         rc, text = _cli([*argv, "--out", str(out)])
         assert rc == 2, (argv, text)

@@ -53,8 +53,11 @@ def _rl(args: argparse.Namespace) -> int:
     from_file = _config_file(args)
     env_steps = args.env_steps
     if env_steps is None:  # the config file's budget, else the paper's 100k
-        budget = [int(float(o.partition("=")[2])) for o in from_file if o.startswith("env_steps=")]
-        env_steps = budget[-1] if budget else 100_000
+        budget = [o.partition("=")[2] for o in from_file if o.startswith("env_steps=")]
+        try:
+            env_steps = int(float(budget[-1])) if budget else 100_000
+        except ValueError:
+            raise ConfigError(f"--config {args.config}: env_steps must be a number, got {budget[-1]!r}") from None
     else:
         require_at_least(args, env_steps=1)
     overrides = [o for o in from_file if not o.startswith("env_steps=")] + [w for w in words if is_override(w)]

@@ -227,7 +227,7 @@ def plan(suite: Suite, out: str | Path, overrides: Sequence[str] = (), tasks: Se
     seed_list = parse_seeds(seeds) if seeds is not None else list(suite.seeds)
     variant_list = _pick_variants(suite, variants)
     for name in variant_list:
-        clash = sorted(set(cli) & set(suite.variants[name]))
+        clash = sorted(set(cli) & (set(suite.variants[name]) | {"label"}))  # label: the variant's name
         if clash:
             raise ArgumentError("overrides", f"the override(s) {clash} would replace what variant {name!r} sets; "
                                 f"change the suite's variants instead",
