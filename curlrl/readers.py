@@ -60,6 +60,11 @@ def _natural_key(path: Path) -> list:
     return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", path.name)]
 
 
+def _listed(folder: Path, keep) -> list[Path]:
+    """The visible entries of ``folder`` for which ``keep(path)`` holds, in natural name order."""
+    return sorted((p for p in _visible(folder.iterdir()) if keep(p)), key=_natural_key)
+
+
 def detect_format(folder: str | Path) -> str:
     """The format of a dataset folder (see :data:`FORMATS`); DatasetError naming what it holds
     when no format fits."""
@@ -102,7 +107,7 @@ def read_videos(folder: Path) -> list[RawEpisode]:
     """One episode per video file, in name order."""
     import imageio.v2 as imageio
 
-    paths = sorted((p for p in _visible(folder.iterdir()) if p.suffix.lower() in VIDEO_SUFFIXES), key=_natural_key)
+    paths = _listed(folder, lambda p: p.suffix.lower() in VIDEO_SUFFIXES)
     if not paths:
         raise DatasetError(f"dataset directory {folder} holds no video files ({', '.join(VIDEO_SUFFIXES)})")
     episodes = []
@@ -121,10 +126,10 @@ def read_frames(folder: Path) -> list[RawEpisode]:
     """One episode per sub-folder of images; frames in natural name order."""
     import imageio.v2 as imageio
 
-    dirs = sorted((p for p in _visible(folder.iterdir()) if p.is_dir()), key=_natural_key)
+    dirs = _listed(folder, Path.is_dir)
     episodes = []
     for sub in dirs:
-        images = sorted((p for p in _visible(sub.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES), key=_natural_key)
+        images = _listed(sub, lambda p: p.suffix.lower() in IMAGE_SUFFIXES)
         if not images:
             raise DatasetError(f"episode folder {sub} holds no images ({', '.join(IMAGE_SUFFIXES)})")
         frames = []
@@ -146,9 +151,8 @@ def read_frames(folder: Path) -> list[RawEpisode]:
 
 def read_vd4rl(folder: Path) -> list[RawEpisode]:
     """V-D4RL's ``*.npz`` episodes or ``*.hdf5`` shards (see the module docstring)."""
-    files = _visible(folder.iterdir())
-    npz = sorted((p for p in files if p.suffix == ".npz"), key=_natural_key)
-    hdf5 = sorted((p for p in files if p.suffix == ".hdf5"), key=_natural_key)
+    npz = _listed(folder, lambda p: p.suffix == ".npz")
+    hdf5 = _listed(folder, lambda p: p.suffix == ".hdf5")
     episodes = [_vd4rl_npz(p) for p in npz]
     for path in hdf5:
         episodes += _vd4rl_hdf5(path)
