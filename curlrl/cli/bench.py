@@ -24,20 +24,26 @@ def _bench(args: argparse.Namespace) -> int:
         else:
             tasks += [t for t in item.split(",") if t]
     variants = [v for v in args.variants.split(",") if v] if args.variants is not None else None
-    return _launch(args, lambda: bench.load_suite(args.suite), _config_file(args) + overrides, tasks or None,
-                   args.seeds, variants)
+    return _launch(args, lambda: bench.load_suite(args.suite), _as_overrides(_config_file(args)) + overrides,
+                   tasks or None, args.seeds, variants)
 
 
-def _config_file(args: argparse.Namespace) -> list[str]:
-    """The keys of ``--config FILE`` as key=value overrides (the command line's own come after them)."""
+def _config_file(args: argparse.Namespace) -> dict:
+    """The keys of ``--config FILE`` (empty without one)."""
     if not args.config:
-        return []
+        return {}
     from curlrl.jobs import config as config_mod
-    from curlrl.jobs.bench.suite import scalar_text
 
     values = config_mod.load_yaml(args.config)
     if not isinstance(values, dict):
         raise ConfigError(f"--config {args.config}: expected a mapping of config keys")
+    return values
+
+
+def _as_overrides(values: dict) -> list[str]:
+    """Config keys as key=value overrides (the command line's own come after them)."""
+    from curlrl.jobs.bench.suite import scalar_text
+
     return [f"{k}={scalar_text(v)}" for k, v in values.items()]
 
 
@@ -51,16 +57,16 @@ def _rl(args: argparse.Namespace) -> int:
         raise ConfigError(f"give an ENCODER and a TASK, then key=value overrides; got {' '.join(bare) or 'neither'}")
     encoder, task = bare
     from_file = _config_file(args)
+    budget = from_file.pop("env_steps", 100_000)  # the config file's budget, else the paper's 100k
     env_steps = args.env_steps
-    if env_steps is None:  # the config file's budget, else the paper's 100k
-        budget = [o.partition("=")[2] for o in from_file if o.startswith("env_steps=")]
+    if env_steps is None:
         try:
-            env_steps = int(float(budget[-1])) if budget else 100_000
-        except ValueError:
-            raise ConfigError(f"--config {args.config}: env_steps must be a number, got {budget[-1]!r}") from None
+            env_steps = int(float(budget))
+        except (TypeError, ValueError):
+            raise ConfigError(f"--config {args.config}: env_steps must be a number, got {budget!r}") from None
     else:
         require_at_least(args, env_steps=1)
-    overrides = [o for o in from_file if not o.startswith("env_steps=")] + [w for w in words if is_override(w)]
+    overrides = _as_overrides(from_file) + [w for w in words if is_override(w)]
     modes = [m for m in args.modes.split(",") if m]
 
     def suite():
