@@ -40,8 +40,56 @@ def option(default: Any, help: str, *, check: str | None = None, choices: tuple 
     return dataclasses.field(default=default, metadata=metadata)
 
 
+OBJECTIVE_NAMES = ("curl", "infonce", "moco", "byol", "barlow_twins", "swav", "supcon",
+                   "contrastive", "triplet", "npair", "lifted", "nce")
+
+
 @dataclass
-class EncoderConfig:
+class ObjectiveConfig:
+    """The auxiliary / pretraining objective (:mod:`curlrl.objectives`) and its keys.
+
+    Every key but ``objective`` defaults to None: the objective's own default
+    (``curlrl.objectives.SPECS``). A key set for an objective that does not use it is refused."""
+
+    objective: str = option("curl", "the contrastive / self-supervised objective on the encoder: curl (bilinear "
+                                    "InfoNCE, CURL's), infonce (SimCLR NT-Xent, options tau_plus/hard_beta: DCL/HCL), "
+                                    "moco, byol, barlow_twins, swav, supcon (same-episode temporal window), or the "
+                                    "metric-learning losses contrastive, triplet, npair, lifted, nce "
+                                    "(docs/objectives.md)", choices=OBJECTIVE_NAMES)
+    temperature: float | None = option(None, "softmax temperature (infonce 0.1, moco 0.2, swav 0.1, supcon 0.1, "
+                                             "nce 0.1)", check="> 0")
+    projection_dim: int | None = option(None, "output size of the objective's MLP projection head, 0: no head "
+                                              "(infonce, moco, byol, barlow_twins, swav: 64; barlow_twins 128)",
+                                        check=">= 0")
+    projection_hidden: int | None = option(None, "hidden width of the projection head and of BYOL's predictor "
+                                                 "(256)", check="> 0")
+    queue_size: int | None = option(None, "keys (moco, 4096) or past features (swav, 0: none) kept in a FIFO queue "
+                                          "as extra negatives / Sinkhorn samples; at least batch_size", check=">= 0")
+    tau_plus: float | None = option(None, "infonce: class prior of the debiased negatives estimator (DCL, Chuang "
+                                          "et al. 2020); unset: plain NT-Xent", check="in [0, 1)")
+    hard_beta: float | None = option(None, "infonce: concentration of the hard-negative reweighting (HCL, Robinson "
+                                           "et al. 2021), inside DCL's estimator (tau_plus 0 unless set)",
+                                     check=">= 0")
+    barlow_lambda: float | None = option(None, "barlow_twins: weight of the off-diagonal terms (0.005)", check=">= 0")
+    prototypes: int | None = option(None, "swav: number of learnable prototypes (128)", check=">= 2")
+    sinkhorn_epsilon: float | None = option(None, "swav: entropy regularisation of the Sinkhorn-Knopp codes (0.05)",
+                                            check="> 0")
+    sinkhorn_iters: int | None = option(None, "swav: Sinkhorn-Knopp iterations (3)", check="> 0")
+    margin: float | None = option(None, "margin on L2-normalised features: contrastive 1.0, triplet 0.2, "
+                                        "lifted 1.0", check="> 0")
+    triplet_mining: str | None = option(None, "triplet: all (every negative of the batch) or batch_hard (the "
+                                              "closest negative per anchor)", choices=("all", "batch_hard"))
+    supcon_window: int | None = option(None, "supcon: frames of one episode at most this many agent steps apart "
+                                             "are positives of each other (3)", check=">= 0")
+    supcon_group: int | None = option(None, "supcon: a batch is drawn as groups of this many frames from one "
+                                            "episode window, so each anchor has several positives (4)", check=">= 2")
+    supcon_form: str | None = option(None, "supcon: supcon (Khosla et al.: the mean over positives of the log "
+                                           "ratio) or snn (soft nearest neighbours: the log of the summed ratio)",
+                                     choices=("supcon", "snn"))
+
+
+@dataclass
+class EncoderConfig(ObjectiveConfig):
     """The pixel encoder and its contrastive (CURL) training: the fields the agent
     (:class:`~curlrl.agents.AgentConfig`) and offline pretraining
     (:class:`~curlrl.jobs.pretrain.PretrainConfig`) share. Defaults are CURL's."""
@@ -59,8 +107,9 @@ class EncoderConfig:
               "rate. The agent's default encoder_adam=reference steps at 2 x this, as the reference code's two "
               "identical optimizers do; its variants also step the critic gradient on the encoder at this rate "
               "(agents/curl_sac.py). CURL uses 2e-4 for cheetah-run", check="> 0")
-    curl_lr: float | None = option(None, "Adam learning rate of the bilinear W of the InfoNCE logits; None: "
-                                         "encoder_lr, as the reference code", check="> 0")
+    curl_lr: float | None = option(None, "Adam learning rate of the objective's own parameters (CURL's bilinear "
+                                         "W; the heads, predictor or prototypes of the others); None: encoder_lr, "
+                                         "as the reference code", check="> 0")
     encoder_tau: float = option(0.05, "EMA rate of the momentum key encoder (in the agent also the critic's "
                                       "target encoder)", check="in (0, 1]")
     target_update_every: int = option(2, "EMA step of the key encoder every N updates (in the agent the "

@@ -22,6 +22,7 @@ def test_core_imports_without_gymnasium_dm_control_or_agents():
     _run(BLOCK.format(blocked={"gymnasium", "dm_control", "mujoco"}) + """
 import curlrl
 from curlrl import PixelEncoder, CurlHead, random_crop, center_crop, ema_update, ReplayBuffer
+from curlrl import Objective, ObjectiveConfig, build_objective
 import curlrl.datasets
 assert not any(m.startswith(ABOVE_THE_CORE) for m in sys.modules), sorted(sys.modules)
 """)
