@@ -16,6 +16,15 @@ One update (``k`` counts updates from 0):
 The reference's first update comes at agent step 1000 (even), so it steps the actor and
 the targets; here update k=0 does too.
 
+Objectives (``objective=``, :mod:`curlrl.objectives`): step 4 is the chosen objective's
+step in the same place, with the same optimizer layout (its encoder gradient through the
+CURL Adam state below; its own parameters, if any, in their own Adam at curl_lr). View a
+is the obs crop through the critic encoder; view b, an independent crop of obs, goes
+through the key encoder (curl, moco, byol: ``keys="momentum"``; BYOL also takes the online
+features of b and the key features of a) or through the critic encoder with gradient (the
+siamese objectives). Objectives with momentum heads EMA them at step 3, at encoder_tau.
+supcon's batches are drawn in episode windows (:meth:`curlrl.replay.BaseReplayBuffer.sample_windows`).
+
 Encoder optimizer state (``encoder_adam``):
     reference (default): the critic optimizer covers Q + encoder (critic_lr, critic_beta), so
         the critic gradient reaches the encoder through an Adam state that sees only critic
@@ -58,9 +67,9 @@ import torch.nn.functional as F
 
 from curlrl.agents.networks import Actor, TwinQ
 from curlrl.augment import center_crop, random_crop
-from curlrl.contrastive import CurlHead
 from curlrl.ema import ema_update
 from curlrl.encoder import EncoderHead, ForeignEncoder, ForeignPixelEncoder, PixelEncoder, orthogonal_init
+from curlrl.objectives import Curl, Objective, build_objective
 from curlrl.options import EncoderConfig, option
 
 ENCODER_ADAM = ("reference", "per_loss", "shared")  # layouts of the encoder's Adam states
@@ -88,7 +97,8 @@ class AgentConfig(EncoderConfig):
     actor_update_every: int = option(2, "actor and temperature step every N updates", check="> 0")
     log_std_min: float = option(-10.0, "lower bound of the actor's log standard deviation")
     log_std_max: float = option(2.0, "upper bound of the actor's log standard deviation")
-    curl: bool = option(True, "contrastive auxiliary loss; false: pixel SAC + random crop (RAD-like). Reports "
+    curl: bool = option(True, "the auxiliary objective (objective=, CURL's by default); false: pixel SAC + "
+                              "random crop (RAD-like), no auxiliary loss. Reports "
                               "name the algorithm by it (curl, pixel_sac_crop) rather than compare it with the "
                               "paper", compare=False)
     update_mode: str = option("exact", "exact: the reference's update; fused: a faster variant that sums the "
@@ -134,6 +144,11 @@ class CurlSacAgent:
             raise ValueError(f"capture must be one of {', '.join(CAPTURE)}, got {cfg.capture!r}")
         if cfg.capture == "cudagraphs" and torch.device(device).type != "cuda":
             raise ValueError(f"capture='cudagraphs' needs a CUDA device, got {device}")
+        if not cfg.curl and cfg.objective != "curl":
+            raise ValueError(f"objective={cfg.objective} needs curl=true: curl=false turns the auxiliary objective off")
+        if cfg.update_mode == "fused" and cfg.curl and cfg.objective != "curl":
+            raise ValueError(f"update_mode='fused' sums CURL's loss into the critic's; it does not apply to "
+                             f"objective={cfg.objective}")
         if cfg.update_mode == "fused" and cfg.curl and cfg.encoder_adam != "shared":
             raise ValueError(f"update_mode='fused' needs encoder_adam='shared' (it sums the critic and CURL "
                              f"losses into one gradient), got encoder_adam={cfg.encoder_adam!r}")
@@ -159,7 +174,7 @@ class CurlSacAgent:
         self.q = TwinQ(cfg.feature_dim, action_dim, cfg.hidden_dim).to(self.device)
         self.encoder_target = copy.deepcopy(self.encoder).requires_grad_(False)
         self.q_target = copy.deepcopy(self.q).requires_grad_(False)
-        self.curl_head = CurlHead(cfg.feature_dim).to(self.device) if cfg.curl else None
+        self.objective: Objective | None = build_objective(cfg, cfg.feature_dim).to(self.device) if cfg.curl else None
         self.log_alpha = torch.tensor(math.log(cfg.init_temperature), device=self.device, requires_grad=True)
         self.target_entropy = -float(action_dim)
         if cfg.channels_last and trunk is None:  # a foreign trunk keeps its own memory layout
@@ -201,9 +216,11 @@ class CurlSacAgent:
         }
         if cfg.encoder_adam != "reference":
             optimizers["encoder"] = adam(encoder, lr=cfg.encoder_lr, betas=(cfg.critic_beta, 0.999))
-        if self.curl_head is not None:
+        if self.objective is not None:
             curl_lr = cfg.encoder_lr if cfg.curl_lr is None else cfg.curl_lr
-            optimizers["curl"] = adam(self.curl_head.parameters(), lr=curl_lr)
+            own = [p for p in self.objective.parameters() if p.requires_grad]  # not momentum heads
+            if own:  # the metric-learning losses have no parameters of their own
+                optimizers[self.objective_optimizer] = adam(own, lr=curl_lr)
             if cfg.encoder_adam == "reference":  # = the reference's two identical Adams (docstring)
                 optimizers["encoder_curl"] = adam(encoder, lr=2 * cfg.encoder_lr)
             elif cfg.encoder_adam == "per_loss":
@@ -228,12 +245,28 @@ class CurlSacAgent:
     def alpha(self) -> torch.Tensor:
         return self.log_alpha.exp()
 
+    @property
+    def curl_head(self) -> Curl | None:
+        """CURL's bilinear head when ``objective=curl`` (the default), else None."""
+        return self.objective if isinstance(self.objective, Curl) else None
+
+    @property
+    def objective_module(self) -> str:
+        """The objective's name in :meth:`modules` and checkpoints: ``curl_head`` (CURL's, as
+        before there were others) or ``objective``."""
+        return "curl_head" if self.cfg.objective == "curl" else "objective"
+
+    @property
+    def objective_optimizer(self) -> str:
+        """The name of the Adam over the objective's own parameters: ``curl`` or ``objective``."""
+        return "curl" if self.cfg.objective == "curl" else "objective"
+
     def modules(self) -> dict[str, torch.nn.Module]:
         """Every network by name (targets included)."""
         mods = dict(encoder=self.encoder, actor_head=self.actor_head, actor=self.actor, q=self.q,
                     encoder_target=self.encoder_target, q_target=self.q_target)
-        if self.curl_head is not None:
-            mods["curl_head"] = self.curl_head
+        if self.objective is not None:
+            mods[self.objective_module] = self.objective
         return mods
 
     # -- acting --------------------------------------------------------------------
@@ -264,8 +297,9 @@ class CurlSacAgent:
         drawn here, on the agent's device: obs (also the CURL anchor), next_obs, and an
         independent crop of obs (the CURL positive), in that order.
 
-        The metrics (critic_loss, q_mean, curl_loss, alpha; actor_loss, alpha_loss,
-        entropy on actor steps) are detached 0-dim tensors on the agent's device, so an
+        The metrics (critic_loss, q_mean, curl_loss: the objective's loss, alpha; actor_loss,
+        alpha_loss, entropy on actor steps; the objective's own as ``aux_<name>``) are
+        detached 0-dim tensors on the agent's device, so an
         update never waits for a GPU; ``float(m["critic_loss"])`` reads one (and waits).
         Training reads them once per episode.
         """
@@ -275,10 +309,12 @@ class CurlSacAgent:
         k = self.updates
         self.updates += 1
         actor_step, target_step = k % cfg.actor_update_every == 0, k % cfg.target_update_every == 0
-        curl = self.curl_head is not None
+        objective = self.objective
+        curl = objective is not None
         fused = curl and cfg.update_mode == "fused"
         # Keys from the key encoder as it is now are exact unless the EMA moves it before the CURL step.
-        obs, positive, target_q, z_key = self.crops_and_targets(b, keys=fused or not target_step)
+        keys = curl and objective.keys == "momentum" and (fused or not target_step)
+        obs, positive, target_q, z_key = self.crops_and_targets(b, keys=keys)
         metrics: dict[str, torch.Tensor] = {}
 
         h = self.encoder.conv(obs)
@@ -288,7 +324,7 @@ class CurlSacAgent:
         metrics.update(critic_loss=critic_loss.detach(), q_mean=q1.detach().mean())
         critic_optimizers = ["critic"] if "encoder" not in self.optimizers else ["encoder", "critic"]
         if fused:
-            curl_loss = self.curl_head.loss(z, z_key)
+            curl_loss = objective.loss(z, z_key)
             self._step([*critic_optimizers, "curl"], critic_loss + curl_loss)
             metrics["curl_loss"] = curl_loss.detach()
         else:
@@ -303,16 +339,47 @@ class CurlSacAgent:
         if target_step:
             ema_update(self.q_target, self.q, cfg.critic_tau)
             ema_update(self.encoder_target, self.encoder, cfg.encoder_tau)
+            if curl:
+                objective.momentum_update(cfg.encoder_tau)
 
         if curl and not fused:
-            if z_key is None:
-                with torch.no_grad():
-                    z_key = self.encoder_target(positive)
-            curl_loss = self.curl_head.loss(self.encoder.head(h), z_key)
-            self._step([self.curl_encoder_optimizer, "curl"], curl_loss)
+            curl_loss, aux = self._objective_loss(self.encoder.head(h), obs, positive, z_key, b)
+            names = [self.curl_encoder_optimizer]
+            if self.objective_optimizer in self.optimizers:
+                names.append(self.objective_optimizer)
+            self._step(names, curl_loss)
             metrics["curl_loss"] = curl_loss.detach()
+            metrics.update({f"aux_{k}": v for k, v in aux.items()})
         metrics["alpha"] = self.alpha.detach()
         return metrics
+
+    def _objective_loss(self, a: torch.Tensor, obs: torch.Tensor, positive: torch.Tensor,
+                        z_key: torch.Tensor | None, b: dict[str, torch.Tensor]):
+        """The objective's (loss, metrics) for anchor features ``a`` of the obs crop and the
+        positive crop (module docstring: where view b's features come from)."""
+        objective, extra = self.objective, {}
+        if objective.keys == "momentum":
+            with torch.no_grad():
+                key = self.encoder_target(positive) if z_key is None else z_key
+                if objective.symmetric:
+                    extra["a_key"] = self.encoder_target(obs)
+            if objective.symmetric:
+                extra["b_online"] = self.encoder(positive)
+        else:
+            key = self.encoder(positive)
+        if objective.needs_groups:
+            if "episode" not in b:
+                raise ValueError(f"objective {objective.name} needs batches drawn in episode windows "
+                                 f"(replay.sample_windows): the batch has no 'episode' and 'time'")
+            extra.update(episode=b["episode"], time=b["time"])
+        return objective(a, key, **extra)
+
+    def sample(self, replay, batch_size: int) -> dict:
+        """A replay batch as this agent's objective needs it: uniform, or in episode windows
+        for supcon (``supcon_group`` transitions within ``supcon_window`` steps)."""
+        if self.objective is not None and self.objective.needs_groups:
+            return replay.sample_windows(batch_size, self.objective.group, self.objective.window)
+        return replay.sample(batch_size)
 
     @torch.no_grad()
     def crops_and_targets(self, b: dict[str, torch.Tensor], keys: bool = True
@@ -330,7 +397,7 @@ class CurlSacAgent:
         _, next_pi, next_log_pi, _ = self.actor(self.actor_head(self.encoder.conv(next_obs)),
                                                 noise=self._noise(len(next_obs)))
         positive = z_key = None
-        if self.curl_head is not None:
+        if self.objective is not None:
             positive = random_crop(b["obs"], cfg.crop_size, self.generator)
         if keys and positive is not None:
             # target encoder = momentum key encoder: one batched pass for both uses

@@ -181,6 +181,37 @@ class BaseReplayBuffer:
             raise ValueError("replay.sample: the buffer is empty")
         return self.batch_at(self._draw(batch_size))
 
+    def sample_windows(self, batch_size: int, group: int, window: int) -> dict:
+        """A batch drawn as ``batch_size // group`` groups of ``group`` transitions of one
+        episode window (supervised-contrastive objectives: several positives per anchor).
+
+        Each group starts at a uniform transition t0; its other members are t0 + d with d
+        uniform in [-window, window], kept if t0 + d is a stored transition of t0's episode,
+        else t0 again. Returns :meth:`batch_at`'s batch plus ``episode`` (the absolute index of
+        each transition's episode start: equal within an episode, distinct across episodes)
+        and ``time`` (its position in the episode), both (B,) int64.
+        """
+        if len(self) == 0:
+            raise ValueError("replay.sample_windows: the buffer is empty")
+        if group < 1 or batch_size % group:
+            raise ValueError(f"replay.sample_windows: group ({group}) must divide batch_size ({batch_size})")
+        t0 = np.asarray(torch.as_tensor(self._draw(batch_size // group)).cpu(), dtype=np.int64)
+        d = self._draw_offsets((len(t0), group - 1), window)
+        t = t0[:, None] + d
+        pos0 = self.t_pos[t0 % self.capacity].astype(np.int64)
+        inside = (t >= self.first_valid) & (t < self.transitions_written)
+        t = np.where(inside, t, t0[:, None])
+        same = self.t_pos[t % self.capacity].astype(np.int64) == pos0[:, None] + (t - t0[:, None])
+        t = np.concatenate([t0[:, None], np.where(same, t, t0[:, None])], axis=1).reshape(-1)
+        pos = self.t_pos[t % self.capacity].astype(np.int64)
+        batch = self.batch_at(t)
+        batch["episode"], batch["time"] = t - pos, pos
+        return batch
+
+    def _draw_offsets(self, shape: tuple[int, int], window: int) -> np.ndarray:
+        """Uniform integers in [-window, window] of ``shape`` from the sampling generator."""
+        raise NotImplementedError
+
     # -- persistence ---------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> None:
         """Write the valid contents and counters to ``path`` (.npz) atomically.
@@ -308,6 +339,9 @@ class ReplayBuffer(BaseReplayBuffer):
 
     def _draw(self, batch_size: int) -> np.ndarray:
         return self.rng.integers(self.first_valid, self.transitions_written, size=batch_size)
+
+    def _draw_offsets(self, shape: tuple[int, int], window: int) -> np.ndarray:
+        return self.rng.integers(-window, window + 1, size=shape)
 
     def batch_at(self, t: np.ndarray) -> dict[str, np.ndarray]:
         """The transitions with absolute indices ``t`` (B,) in [first_valid, transitions_written).
@@ -439,6 +473,9 @@ class DeviceReplayBuffer(BaseReplayBuffer):
     def _draw(self, batch_size: int) -> torch.Tensor:
         return torch.randint(self.first_valid, self.transitions_written, (batch_size,),
                              generator=self.generator, device=self.device)
+
+    def _draw_offsets(self, shape: tuple[int, int], window: int) -> np.ndarray:
+        return torch.randint(-window, window + 1, shape, generator=self.generator, device=self.device).cpu().numpy()
 
     def batch_at(self, t: torch.Tensor | np.ndarray) -> dict[str, torch.Tensor]:
         """The transitions with absolute indices ``t`` (B,) in [first_valid, transitions_written).

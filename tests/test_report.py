@@ -3,6 +3,7 @@ the Markdown sections, plots, labels, CSV export/import. (The report on real ben
 checked in test_bench.py.)"""
 from __future__ import annotations
 
+import dataclasses
 import csv
 
 import numpy as np
@@ -105,6 +106,14 @@ def test_non_paper_settings():
     # ... except an opt-in source that curlrl did not have then (its paper value is empty)
     older = {k: v for k, v in paper.items() if k not in ("encoder_module", "encoder_init")}
     assert report.non_paper_settings(older) == []
+    # another objective is a departure, and so is each of its keys; a run from before objectives
+    # existed trained CURL's and is not flagged for their absence
+    byol = config_mod.to_dict(config_mod.resolve("cartpole-swingup", None, ["objective=moco", "temperature=0.5"]))
+    assert sorted(report.non_paper_settings(byol)) == ["objective=moco (paper curl)", "temperature=0.5 (paper none)"]
+    assert report.algorithm_name(byol) == "sac+moco" and report.algorithm_name(paper) == "curl"
+    from curlrl.options import ObjectiveConfig
+    pre = {k: v for k, v in paper.items() if k not in {f.name for f in dataclasses.fields(ObjectiveConfig)}}
+    assert report.non_paper_settings(pre) == []
     init = config_mod.to_dict(config_mod.resolve("cartpole-swingup", None, ["encoder_init=e.safetensors"]))
     assert report.non_paper_settings(init) == ["encoder_init=e.safetensors (paper none)"]
     # where the replay keeps its frames changes no math: neither a setting nor its absence is flagged

@@ -24,6 +24,7 @@ import yaml
 
 from curlrl.agents.curl_sac import AgentConfig
 from curlrl.errors import ConfigError
+from curlrl.objectives import check_batch, objective_options
 from curlrl.options import EncoderConfig, option
 
 
@@ -213,7 +214,9 @@ def check_fields(cfg: Any) -> Any:
             raise ConfigError(f"config key {f.name!r} must be {meta['check']}, got {value}")
         if (meta["choices"] and value not in meta["choices"]) or \
                 (meta["pattern"] and not re.fullmatch(meta["pattern"], value)):
-            raise ConfigError(f"config key {f.name!r} must be {_must(meta)}, got {value!r}")
+            near = difflib.get_close_matches(str(value), list(map(str, meta["choices"] or ())), n=1)
+            hint = f" (did you mean {near[0]!r}?)" if near else ""
+            raise ConfigError(f"config key {f.name!r} must be {_must(meta)}, got {value!r}{hint}")
     return cfg
 
 
@@ -221,6 +224,7 @@ def check_encoder(cfg: EncoderConfig) -> None:
     """Cross-field checks of the encoder fields (any config that has them)."""
     if cfg.crop_size < 2 * cfg.num_layers + 3:
         raise ConfigError(f"config key 'crop_size' ({cfg.crop_size}) is too small for {cfg.num_layers} conv layers")
+    objective_options(cfg)  # refuses a key of another objective
 
 
 def validate(cfg: TrainConfig) -> TrainConfig:
@@ -239,6 +243,14 @@ def validate(cfg: TrainConfig) -> TrainConfig:
                               f"action_repeat ({cfg.action_repeat}): env steps advance by action_repeat")
     if cfg.capture == "cudagraphs" and cfg.device == "cpu":
         raise ConfigError("config key 'capture' = 'cudagraphs' needs a CUDA device (device=cuda or auto)")
+    if not cfg.curl and cfg.objective != "curl":
+        raise ConfigError(f"config key 'objective' = {cfg.objective!r} needs curl=true: curl=false turns the "
+                          f"auxiliary objective off")
+    if cfg.curl:
+        check_batch(cfg, cfg.batch_size)
+    if cfg.update_mode == "fused" and cfg.curl and cfg.objective != "curl":
+        raise ConfigError(f"config key 'update_mode' = 'fused' sums CURL's loss into the critic's and does not "
+                          f"apply to objective={cfg.objective}")
     if cfg.update_mode == "fused" and cfg.curl and cfg.encoder_adam != "shared":
         raise ConfigError(f"config key 'update_mode' = 'fused' needs encoder_adam=shared (it sums the critic "
                           f"and CURL losses into one gradient), got encoder_adam={cfg.encoder_adam}")

@@ -62,11 +62,20 @@ class RunRecord:
 # -- loading ---------------------------------------------------------------------------
 
 def algorithm_name(cfg: dict[str, Any]) -> str:
-    """"curl" for curl=true (the default), else "pixel_sac_crop" (SAC + random crop).
+    """"curl" for curl=true with CURL's objective (the default), "sac+NAME" for another
+    auxiliary objective (objective=NAME), "pixel_sac_crop" for curl=false (SAC + random crop).
 
     A run whose config sets ``label`` (e.g. a bench variant) is reported under that name
     instead, unless the report is given labels."""
-    return "curl" if cfg.get("curl", True) else "pixel_sac_crop"
+    if not cfg.get("curl", True):
+        return "pixel_sac_crop"
+    objective = cfg.get("objective", "curl")
+    return "curl" if objective == "curl" else f"sac+{objective}"
+
+
+# Keys added after runs were recorded whose absence means the paper's value: every run of a
+# curlrl without ``objective`` trained CURL's.
+_IMPLIED = {"objective": "curl"}
 
 
 def non_paper_settings(cfg: dict[str, Any]) -> list[str]:
@@ -76,8 +85,9 @@ def non_paper_settings(cfg: dict[str, Any]) -> list[str]:
     reference code's update (``encoder_adam=reference``, ``update_mode=exact``, no
     mixed precision). Each difference reads ``key=value (paper X)``; a key the run's
     config does not record (written by an older curlrl) reads ``key not recorded (paper X)``,
-    except a key whose paper value is the empty string: such a key names an opt-in source
-    (``encoder_init``, ``encoder_module``) that a curlrl without the key could not use.
+    except a key whose paper value is the empty string or None: such a key names an opt-in
+    source (``encoder_init``, ``encoder_module``) or an objective's own setting that a curlrl
+    without the key could not use; and ``objective``, which such a curlrl always ran as curl.
     No learning-relevant key is exempt; only operational keys (device, threads, env_steps,
     eval/checkpoint cadence, memory layout, ...) are ignored. An empty paper value reads
     ``none``."""
@@ -93,15 +103,15 @@ def non_paper_settings(cfg: dict[str, Any]) -> list[str]:
     for key, ref in paper.items():
         if key not in compared:
             continue
-        if key not in cfg:
-            if ref != "":
+        if key not in cfg and key not in _IMPLIED:
+            if ref not in ("", None):
                 out.append(f"{key} not recorded (paper {ref})")
             continue
-        val = cfg[key]
+        val = cfg.get(key, _IMPLIED.get(key))
         same = math.isclose(float(val), float(ref)) if isinstance(ref, float) and isinstance(val, (int, float)) \
             else val == ref
         if not same:
-            out.append(f"{key}={val} (paper {ref if ref != '' else 'none'})")
+            out.append(f"{key}={val} (paper {ref if ref not in ('', None) else 'none'})")
     return out
 
 

@@ -270,7 +270,7 @@ class Trainer(RunWriter):
                 else:
                     # as the reference: act, update on the replay so far, then step the env
                     action = agent.act(obs, sample=True)
-                    ep_metrics.append(agent.update(replay.sample(cfg.batch_size)))
+                    ep_metrics.append(agent.update(agent.sample(replay, cfg.batch_size)))
                     if cfg.log_every_updates and agent.updates % cfg.log_every_updates == 0:
                         for k, v in ep_metrics[-1].items():
                             self.tb.add_scalar(f"update/{k}", v, self.env_step + cfg.action_repeat)
