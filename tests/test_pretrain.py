@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import curlrl.augment
-import curlrl.contrastive
+import curlrl.objectives
 import curlrl.ema
 import curlrl.encoder
 from curlrl.jobs import pretrain as pretrain_mod
@@ -26,7 +26,8 @@ def tiny(data, *extra):
 
 def test_uses_the_core_modules_not_copies():
     assert pretrain_mod.random_crop is curlrl.augment.random_crop
-    assert pretrain_mod.CurlHead is curlrl.contrastive.CurlHead
+    assert isinstance(Pretrainer.curl_head, property)  # the objective's own module: curlrl.objectives
+    assert pretrain_mod.build_objective is curlrl.objectives.build_objective
     assert pretrain_mod.ema_update is curlrl.ema.ema_update
     assert pretrain_mod.PixelEncoder is curlrl.encoder.PixelEncoder
 
@@ -113,3 +114,47 @@ def test_cli_refuses_to_overwrite_a_run(dataset, tmp_path, capsys):
 def test_crop_larger_than_the_dataset_frames_is_an_error(dataset, tmp_path):
     with pytest.raises(ConfigError, match="crop_size"):
         Pretrainer(resolve(str(dataset), ["crop_size=84", "threads=1"]), tmp_path / "run", quiet=True)
+
+
+@pytest.mark.parametrize("objective", ["infonce", "moco", "byol", "barlow_twins", "swav", "supcon", "triplet"])
+def test_each_objective_pretrains_checkpoints_resumes_and_exports(dataset, tmp_path, objective):
+    extra = [f"objective={objective}", *(["queue_size=32"] if objective == "moco" else [])]
+    pretrain(tiny(dataset, "steps=4", *extra), tmp_path / "straight", quiet=True)
+    pretrain(tiny(dataset, "steps=2", *extra), tmp_path / "resumed", quiet=True)
+    assert main(["pretrain", "--resume", "--run-dir", str(tmp_path / "resumed"), "steps=4"]) == 0
+    a = safe_load(RunDir(tmp_path / "straight").checkpoint_path)
+    b = safe_load(RunDir(tmp_path / "resumed").checkpoint_path)
+    assert "objective" in a and "curl_head" not in a
+    for key in ("encoder", "key_encoder", "objective"):
+        for name, tensor in a[key].items():
+            torch.testing.assert_close(b[key][name], tensor, rtol=0, atol=0, msg=f"{key}.{name}")
+    rows = list(csv.DictReader(open(tmp_path / "straight" / "pretrain.csv")))
+    assert all(0.0 <= float(r["accuracy"]) <= 1.0 and float(r["loss"]) == float(r["loss"]) for r in rows)
+    out = tmp_path / "enc.safetensors"
+    assert main(["export", str(tmp_path / "straight"), "--out", str(out)]) == 0 and out.is_file()
+
+
+def test_supcon_batches_are_groups_of_one_episode_window(dataset, tmp_path):
+    trainer = Pretrainer(tiny(dataset, "objective=supcon", "supcon_group=4", "supcon_window=2"), tmp_path / "r",
+                         quiet=True)
+    try:
+        d = trainer.data
+        for _ in range(10):
+            t = trainer._window_indices().reshape(-1, 4)
+            ep = d.episode[t]
+            assert (ep == ep[:, :1]).all() and (abs(t - t[:, :1]) <= 2).all()
+            assert not set(ep.ravel().tolist()) & set(trainer.holdout_episodes)
+    finally:
+        trainer.close()
+
+
+@pytest.mark.parametrize("override, message", [
+    (["objective=supcon", "positive=temporal"], "does not apply to objective=supcon"),
+    (["objective=moco", "queue_size=8", "batch_size=16"], "'queue_size' (8) must be >= batch_size (16)"),
+    (["objective=swaw"], "did you mean 'swav'"),
+    (["objective=byol", "barlow_lambda=0.1"], "'barlow_lambda' applies to objective=barlow_twins"),
+])
+def test_objective_config_mistakes(override, message):
+    with pytest.raises(ConfigError) as exc:
+        resolve("data", override)
+    assert message in str(exc.value)

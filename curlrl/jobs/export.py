@@ -123,7 +123,7 @@ def load_encoder(spec: str | Path, map_location: str = "cpu") -> LoadedEncoder:
     try:
         if pretrained:
             enc, key = _rebuild(make, state["encoder"], state["key_encoder"])
-            head = _head(state["curl_head"], cfg.feature_dim)
+            head = _head(state.get("curl_head"), cfg.feature_dim)  # None: another objective
             kind = f"pretrain run, {state['step']} updates"
         else:
             mods = state["agent"]["modules"]

@@ -1,7 +1,14 @@
 """Offline contrastive pretraining of the pixel encoder on a collected dataset.
 
-The same core modules as the agent: :class:`PixelEncoder`, :func:`random_crop`,
-:class:`CurlHead` (InfoNCE) and :func:`ema_update` for the momentum key encoder.
+The same core modules as the agent: :class:`PixelEncoder`, :func:`random_crop`, the
+objective (``objective=``, :mod:`curlrl.objectives`; CURL's bilinear InfoNCE by default)
+and :func:`ema_update` for the momentum key encoder.
+
+Views: the anchor stack and the positive stack, each randomly cropped. View a goes through
+the online encoder; view b through the momentum key encoder for curl, moco and byol (BYOL
+also takes the online features of b and the key features of a), through the online encoder
+for the siamese objectives. supcon draws its batch as groups of ``supcon_group`` frames of
+one episode within ``supcon_window`` agent steps, labelled by episode and time.
 
 Positives:
     augment   the anchor's own frame stack under another random crop (CURL).
@@ -24,7 +31,6 @@ import numpy as np
 import torch
 
 from curlrl.augment import random_crop
-from curlrl.contrastive import CurlHead
 from curlrl.ema import ema_update
 from curlrl.encoder import PixelEncoder
 from curlrl.errors import CheckpointError, ConfigError
@@ -32,6 +38,7 @@ from curlrl.jobs import config as config_mod
 from curlrl.jobs.divergence import diverged, first_nonfinite, first_nonfinite_parameter
 from curlrl.jobs.rundir import PRETRAIN_COLUMNS, PRETRAIN_KIND, RunDir, RunWriter
 from curlrl.jobs.signals import StopFlag
+from curlrl.objectives import Curl, build_objective, check_batch
 from curlrl.options import EncoderConfig, option
 
 CHECKPOINT_KIND = PRETRAIN_KIND
@@ -44,8 +51,9 @@ class PretrainConfig(config_mod.RuntimeConfig, EncoderConfig):
     The encoder and CURL fields are :class:`curlrl.options.EncoderConfig`'s (the agent's),
     the runtime fields (seed, device, threads) :class:`curlrl.jobs.config.RuntimeConfig`'s."""
 
-    curl_lr: float = option(1e-3, "Adam learning rate of the bilinear W of the InfoNCE logits (pretraining's "
-                                  "default, 1e-3; the agent's None means encoder_lr)", check="> 0")
+    curl_lr: float = option(1e-3, "Adam learning rate of the objective's own parameters (CURL's bilinear W; the "
+                                  "heads, predictor or prototypes of the others); pretraining's default, 1e-3 (the "
+                                  "agent's None means encoder_lr)", check="> 0")
     data_dir: str = option("", "dataset folder: curlrl collect's episodes, videos (one per file), image folders "
                                "(one per episode) or V-D4RL files; several folders separated by commas are "
                                "pretrained on together (see data_mix)")
@@ -76,6 +84,11 @@ def validate(cfg: PretrainConfig) -> PretrainConfig:
     """Reject impossible values, naming the key."""
     cfg = config_mod.check_fields(cfg)
     config_mod.check_encoder(cfg)
+    check_batch(cfg, cfg.batch_size)
+    if cfg.objective == "supcon" and cfg.positive == "temporal":
+        raise ConfigError("config key 'positive' = 'temporal' does not apply to objective=supcon: supcon draws its "
+                          "own temporal positives (frames of one episode within supcon_window steps); use "
+                          "positive=augment")
     if not cfg.data_dir:
         raise ConfigError("config key 'data_dir' is empty: pretraining needs a dataset folder (one that "
                           "`curlrl collect` writes)")
@@ -121,11 +134,13 @@ class Pretrainer(RunWriter):
         self.encoder = PixelEncoder(obs_shape, cfg.feature_dim, cfg.num_layers, cfg.num_filters,
                                     cfg.encoder_tanh).to(self.device)
         self.key_encoder = copy.deepcopy(self.encoder).requires_grad_(False)
-        self.curl_head = CurlHead(cfg.feature_dim).to(self.device)
+        self.objective = build_objective(cfg, cfg.feature_dim).to(self.device)
         # One optimizer, two groups: every parameter is stepped exactly once per update.
-        self.optimizer = torch.optim.Adam([
-            dict(params=self.encoder.parameters(), lr=cfg.encoder_lr, betas=(0.9, 0.999)),
-            dict(params=self.curl_head.parameters(), lr=cfg.curl_lr)])
+        groups = [dict(params=self.encoder.parameters(), lr=cfg.encoder_lr, betas=(0.9, 0.999))]
+        own = [p for p in self.objective.parameters() if p.requires_grad]  # not momentum heads
+        if own:
+            groups.append(dict(params=own, lr=cfg.curl_lr))
+        self.optimizer = torch.optim.Adam(groups)
         self.generator = torch.Generator(self.device).manual_seed(cfg.seed)
         self.rng = np.random.default_rng(cfg.seed)
         self.step = 0
@@ -136,6 +151,16 @@ class Pretrainer(RunWriter):
             self._load()
         (self.log,) = self.open_files([(RunDir.PRETRAIN_CSV, PRETRAIN_COLUMNS, lambda r: int(r["step"]) <= self.step)],
                                       resume_step=self.step if resume else None)
+
+    @property
+    def curl_head(self) -> Curl | None:
+        """CURL's bilinear head with ``objective=curl`` (the default), else None."""
+        return self.objective if isinstance(self.objective, Curl) else None
+
+    @property
+    def objective_key(self) -> str:
+        """The objective's entry in the checkpoint: ``curl_head`` (as before others existed) or ``objective``."""
+        return "curl_head" if self.cfg.objective == "curl" else "objective"
 
     @property
     def ckpt(self) -> Path:
@@ -151,6 +176,9 @@ class Pretrainer(RunWriter):
             why = f" with temporal_offset={offset}" if offset else ""
             raise ConfigError(f"the dataset's {len(self.train_episodes)} training episodes give {len(idx)} anchor "
                               f"frames{why}, fewer than batch_size={cfg.batch_size}")
+        if cfg.objective == "supcon" and max(d.end[e] - d.start[e] for e in self.train_episodes) < 2:
+            raise ConfigError("objective=supcon needs episodes of at least 2 frames (its positives are frames of "
+                              "one episode), but every training episode of the dataset has 1 frame")
         self.anchor_p = None
         if d.source is not None and cfg.data_mix == "uniform":  # each folder equally likely
             source = d.source[d.episode[idx]]
@@ -161,7 +189,11 @@ class Pretrainer(RunWriter):
     def sample(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Uncropped uint8 (B, 3k, H, W) anchor and positive stacks on the device."""
         cfg = self.cfg
-        t = self.rng.choice(self.anchors, size=cfg.batch_size, replace=False, p=self.anchor_p)
+        if self.objective.needs_groups:
+            t = self._window_indices()
+        else:
+            t = self.rng.choice(self.anchors, size=cfg.batch_size, replace=False, p=self.anchor_p)
+        self.labels = t
         anchor = torch.from_numpy(self.data.stacks(t, cfg.frame_stack)).to(self.device)
         if cfg.positive == "temporal":
             positive = torch.from_numpy(self.data.stacks(t + cfg.temporal_offset, cfg.frame_stack)).to(self.device)
@@ -169,25 +201,56 @@ class Pretrainer(RunWriter):
             positive = anchor
         return anchor, positive
 
-    def update(self) -> dict[str, torch.Tensor]:
-        """One InfoNCE step (anchor: online encoder; key: momentum encoder, no grad).
+    def _window_indices(self) -> np.ndarray:
+        """supcon's batch: ``batch_size // supcon_group`` anchor frames, each with
+        ``supcon_group - 1`` frames of its episode at most ``supcon_window`` steps away (the
+        anchor again where the offset leaves the episode)."""
+        cfg, d, obj = self.cfg, self.data, self.objective
+        t0 = self.rng.choice(self.anchors, size=cfg.batch_size // obj.group, replace=False, p=self.anchor_p)
+        t = t0[:, None] + self.rng.integers(-obj.window, obj.window + 1, size=(len(t0), obj.group - 1))
+        ep = d.episode[t0]
+        inside = (t >= d.start[ep][:, None]) & (t < d.end[ep][:, None])
+        return np.concatenate([t0[:, None], np.where(inside, t, t0[:, None])], axis=1).reshape(-1)
 
-        Returns loss and top-1 accuracy as 0-dim device tensors (read once per log window)."""
-        cfg = self.cfg
+    def update(self) -> dict[str, torch.Tensor]:
+        """One step of the objective on two random crops (module docstring: which encoder
+        sees which view).
+
+        Returns loss and accuracy as 0-dim device tensors (read once per log window): CURL's
+        bilinear top-1 accuracy for curl; for the other objectives the top-1 retrieval
+        accuracy of the encoder features (does each view a's nearest view b, by cosine, come
+        from the same sample?)."""
+        cfg, obj = self.cfg, self.objective
         anchor, positive = self.sample()
         anchor = random_crop(anchor, cfg.crop_size, self.generator)
         positive = random_crop(positive, cfg.crop_size, self.generator)
-        z_anchor = self.encoder(anchor)
-        with torch.no_grad():
-            z_key = self.key_encoder(positive)
-        loss = self.curl_head.loss(z_anchor, z_key)
+        z_anchor, extra = self.encoder(anchor), {}
+        if obj.keys == "momentum":
+            with torch.no_grad():
+                z_key = self.key_encoder(positive)
+                if obj.symmetric:
+                    extra["a_key"] = self.key_encoder(anchor)
+            if obj.symmetric:
+                extra["b_online"] = self.encoder(positive)
+        else:
+            z_key = self.encoder(positive)
+        if obj.needs_groups:
+            episode = torch.from_numpy(self.data.episode[self.labels]).to(self.device)
+            time_ = torch.from_numpy(self.labels - self.data.start[self.data.episode[self.labels]]).to(self.device)
+            extra.update(episode=episode, time=time_)
+        loss, metrics = obj(z_anchor, z_key, **extra)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
         self.step += 1
         if self.step % cfg.target_update_every == 0:
             ema_update(self.key_encoder, self.encoder, cfg.encoder_tau)
-        return dict(loss=loss.detach(), accuracy=self.curl_head.accuracy_tensor(z_anchor.detach(), z_key))
+            obj.momentum_update(cfg.encoder_tau)
+        if self.curl_head is not None:
+            accuracy = self.curl_head.accuracy_tensor(z_anchor.detach(), z_key)
+        else:
+            accuracy = retrieval_accuracy(z_anchor.detach(), z_key.detach())
+        return dict(loss=loss.detach(), accuracy=accuracy)
 
     def run(self, stop: StopFlag | None = None) -> dict:
         """Train to ``steps`` updates; returns a summary (printed unless quiet).
@@ -238,8 +301,8 @@ class Pretrainer(RunWriter):
                            self.rundir.checkpoint_words())
 
     def _save(self) -> None:
-        named = [(f"{part}.{k}", t) for part, m in (("encoder", self.encoder), ("key_encoder", self.key_encoder),
-                                                    ("curl_head", self.curl_head)) for k, t in m.state_dict().items()]
+        parts = (("encoder", self.encoder), ("key_encoder", self.key_encoder), (self.objective_key, self.objective))
+        named = [(f"{part}.{k}", t) for part, m in parts for k, t in m.state_dict().items()]
         bad = first_nonfinite_parameter(named)
         if bad is not None:
             raise diverged(f"parameter {bad} is not finite", f"update {self.step}", self.rundir.checkpoint_words())
@@ -248,7 +311,7 @@ class Pretrainer(RunWriter):
             "config": json.dumps(dataclasses.asdict(self.cfg)),
             "encoder": self.encoder.state_dict(),
             "key_encoder": self.key_encoder.state_dict(),
-            "curl_head": self.curl_head.state_dict(),
+            self.objective_key: self.objective.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "step": self.step,
             "wall_s": self.wall(),
@@ -272,7 +335,7 @@ class Pretrainer(RunWriter):
         try:
             self.encoder.load_state_dict(state["encoder"])
             self.key_encoder.load_state_dict(state["key_encoder"])
-            self.curl_head.load_state_dict(state["curl_head"])
+            self.objective.load_state_dict(state[self.objective_key])
             self.optimizer.load_state_dict(state["optimizer"])
             self.step, self.wall_offset = int(state["step"]), float(state["wall_s"])
             torch.set_rng_state(state["torch_rng"])
@@ -283,6 +346,13 @@ class Pretrainer(RunWriter):
             self.window = [dict(zip(window, values)) for values in zip(*(v.unbind(0) for v in window.values()))]
         except (KeyError, RuntimeError, TypeError, ValueError, AttributeError) as exc:
             raise CheckpointError(f"{self.ckpt} is not a pretrain checkpoint matching this config ({exc})") from None
+
+
+@torch.no_grad()
+def retrieval_accuracy(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Fraction of rows of ``a`` whose most cosine-similar row of ``b`` is their own (0-dim)."""
+    sim = torch.nn.functional.normalize(a, dim=1) @ torch.nn.functional.normalize(b, dim=1).T
+    return (sim.argmax(dim=1) == torch.arange(len(a), device=a.device)).float().mean()
 
 
 def pretrain(cfg: PretrainConfig, run_dir: str | Path, resume: bool = False, quiet: bool = False,
