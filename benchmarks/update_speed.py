@@ -14,6 +14,11 @@ square matmuls on the same threads) and prints each mode's rate as a fraction of
 
     python benchmarks/update_speed.py --batch-size 128 --mode exact,fused,plain
     python benchmarks/update_speed.py --device cuda --batch-size 512 --mode exact,fused --capture off,compile
+    python benchmarks/update_speed.py --batch-size 128 --mode exact --objective all   # every objective vs curl
+
+``--objective`` (comma list, ``all``, or ``none`` for curl=false) times the exact update
+with each auxiliary objective; ratios are then against the first one listed (curl first
+with ``all``).
 
 Ends with ``ms_per_update=<float>`` for the first mode listed.
 """
@@ -65,17 +70,20 @@ def matmul_gflops(device: str, n: int = 2048, seconds: float = 1.5) -> float:
     return 2 * n ** 3 * count / (time.perf_counter() - t0) / 1e9
 
 
-def bench_mode(mode: str, args, replay: ReplayBuffer, capture: str = "off", flops: float | None = None) -> dict:
-    """Time ``mode`` with ``capture``; FLOPs are counted on the eager update (``flops`` reuses a count)."""
+def bench_mode(mode: str, args, replay: ReplayBuffer, capture: str = "off", flops: float | None = None,
+               objective: str = "curl") -> dict:
+    """Time ``mode`` with ``capture`` and ``objective`` ("none": curl=false); FLOPs are
+    counted on the eager update (``flops`` reuses a count)."""
     torch.manual_seed(0)
+    aux = dict(curl=False) if objective == "none" else dict(objective=objective)
     cfg = AgentConfig(update_mode="exact" if mode == "plain" else mode, channels_last=not args.no_channels_last,
                       amp=args.amp, encoder_adam="shared" if mode == "fused" else "reference",
-                      capture="off" if mode == "plain" else capture)
+                      capture="off" if mode == "plain" else capture, **aux)
     agent = CurlSacAgent((9, args.image_size, args.image_size), args.action_dim, cfg, device=args.device)
     step = ReferenceCurlSac(agent).update if mode == "plain" else agent.update
 
     def one():
-        step(replay.sample(args.batch_size))
+        step(agent.sample(replay, args.batch_size))
         if args.device.startswith("cuda"):
             torch.cuda.synchronize()
 
@@ -94,7 +102,8 @@ def bench_mode(mode: str, args, replay: ReplayBuffer, capture: str = "off", flop
         one()
         times.append(time.perf_counter() - t0)
     ms = 1000 * statistics.median(times)
-    return dict(mode=mode, capture=capture, ms=ms, mean_ms=1000 * statistics.mean(times), gflop=flops / 1e9,
+    return dict(mode=mode, capture=capture, objective=objective, ms=ms, mean_ms=1000 * statistics.mean(times),
+                gflop=flops / 1e9,
                 gflops_per_s=flops / 1e9 / (ms / 1000), warmup_s=warmup_s)
 
 
@@ -113,6 +122,8 @@ def main() -> None:
     p.add_argument("--capture", default="off",
                    help="comma list of off, compile, cudagraphs (CUDA only): each mode is timed with each")
     p.add_argument("--compress", action="store_true", help="LZ4-compressed replay, as training uses by default")
+    p.add_argument("--objective", default="curl",
+                   help="comma list of objectives (curlrl.objectives), 'all', or 'none' (curl=false); exact mode")
     p.add_argument("--frames", default="random",
                    help="'random' noise (incompressible) or a DMC task to render, e.g. cartpole-swingup")
     args = p.parse_args()
@@ -129,17 +140,27 @@ def main() -> None:
     replay = filled_replay(args.action_dim, args.image_size, compress=args.compress, frames=args.frames)
     captures = [c.strip() for c in args.capture.split(",") if c.strip()]
     results = []
+    objectives = [o.strip() for o in args.objective.split(",") if o.strip()]
+    if objectives == ["all"]:
+        from curlrl.options import OBJECTIVE_NAMES
+        objectives = [*OBJECTIVE_NAMES, "none"]
+    if objectives != ["curl"]:
+        modes = [m for m in modes if m != "exact"] if len(modes) > 1 else []
+        for o in objectives:
+            results.append(bench_mode("exact", args, replay, captures[0], None, o))
     for m in modes:
         flops = None
         for c in captures if m != "plain" else ["off"]:
             results.append(bench_mode(m, args, replay, c, flops))
             flops = results[-1]["gflop"] * 1e9
     for r in results:
-        print(f"mode={r['mode']} capture={r['capture']} batch={args.batch_size} median_ms={r['ms']:.1f} "
+        print(f"mode={r['mode']} capture={r['capture']} objective={r['objective']} batch={args.batch_size} "
+              f"median_ms={r['ms']:.1f} "
               f"mean_ms={r['mean_ms']:.1f} gflop_per_update={r['gflop']:.1f} achieved_gflops={r['gflops_per_s']:.1f} "
               f"of_matmul={r['gflops_per_s'] / peak:.2f} warmup_s={r['warmup_s']:.1f}")
     def name(r):
-        return r["mode"] if len(captures) == 1 else f"{r['mode']}+{r['capture']}"
+        base = r["mode"] if r["objective"] == "curl" else f"{r['mode']}:{r['objective']}"
+        return base if len(captures) == 1 else f"{base}+{r['capture']}"
 
     for r in results[1:]:
         print(f"ratio {name(r)}/{name(results[0])} = {r['ms'] / results[0]['ms']:.2f}")
