@@ -5,6 +5,8 @@ pure-numpy dataset format too.
 """
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import pickle
 import zipfile
@@ -28,11 +30,42 @@ def atomic_save(obj: Any, path: str | os.PathLike) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as fh:
-        torch.save(obj, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as fh:
+            try:
+                torch.save(obj, fh)
+            except RuntimeError as exc:  # torch's zip writer reports a failed write (ENOSPC, EFBIG) this way
+                raise _failed_write(exc, path, tmp) from None
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise
+
+
+def _failed_write(exc: RuntimeError, path: Path, tmp: Path) -> OSError:
+    """The OSError behind a RuntimeError that ``torch.save`` raised while writing ``path``.
+
+    torch's zip writer turns the kernel's error into "PytorchStreamWriter failed writing
+    file ..." or "[enforce fail at inline_container.cc] . unexpected pos ..."; the errno is
+    lost, so it is recovered where it can be (a full disk; a file at the process's file-size
+    limit), and the message names what torch said otherwise."""
+    with contextlib.suppress(OSError, ImportError, ValueError):
+        import resource
+
+        limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+        if limit != resource.RLIM_INFINITY and tmp.stat().st_size >= limit - (64 << 10):
+            return OSError(errno.EFBIG, f"{os.strerror(errno.EFBIG)} (the process's file-size limit is {limit} "
+                                        f"bytes)", str(path))
+    with contextlib.suppress(OSError):
+        st = os.statvfs(path.parent)
+        if st.f_bavail * st.f_frsize < 1 << 20:
+            return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0].strip()
+    return OSError(errno.EIO, f"the write failed (disk full, a file-size limit or an I/O error: torch said "
+                              f"{first[:160]!r})", str(path))
 
 
 def atomic_write_text(path: str | os.PathLike, text: str, fsync: bool = False) -> None:

@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 import re
+import signal
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import torch
+from conftest import HANG_TIMEOUT_S
 
+from curlrl.checkpoint import safe_load
 from curlrl.cli import main
 from curlrl.errors import CheckpointError, DivergenceError
 from curlrl.jobs.rundir import TRAIN_KIND, RunDir
@@ -297,3 +303,80 @@ def test_a_nan_pretraining_loss_stops_at_its_log_point(dataset, tmp_path, monkey
     assert err == ["curlrl: error: loss is inf at update 5; stopped without overwriting the checkpoint of "
                    "update 3"], err
     assert RunDir(run_dir).load_checkpoint()["step"] == 3
+
+
+# -- real kernel errors, no fakes ---------------------------------------------------------------
+_LIMITED_SAVE = """
+import resource, signal, sys, torch
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the kernel then fails the write with EFBIG
+from curlrl.errors import CheckpointError
+from curlrl.jobs.rundir import RunDir
+run = RunDir(sys.argv[1])
+run.save_checkpoint({"step": 1, "x": torch.zeros(10)})
+resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))
+try:
+    run.save_checkpoint({"step": 2, "x": torch.zeros(1_000_000)})  # a 4 MB state file
+except CheckpointError as exc:
+    print(exc)
+    sys.exit(2)
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="RLIMIT_FSIZE is POSIX")
+def test_a_state_file_over_the_file_size_limit_is_one_error_and_the_previous_checkpoint_stays(tmp_path):
+    # torch.save's zip writer raises RuntimeError ("unexpected pos") around the kernel's EFBIG
+    run = tmp_path / "run"
+    res = subprocess.run([sys.executable, "-c", _LIMITED_SAVE, str(run)], capture_output=True, text=True,
+                         timeout=HANG_TIMEOUT_S)
+    assert res.returncode == 2, res.stderr
+    line = res.stdout.strip()
+    assert "\n" not in line and "step-000000002/latest.pt" in line and "File too large" in line, line
+    assert "the checkpoint of update 1 is kept" in line
+    assert (run / "checkpoints" / "LATEST").read_text().strip() == "step-000000001"
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["LATEST", "step-000000001"]
+    assert safe_load(RunDir(run).checkpoint_path)["step"] == 1
+
+
+def _limit_file_size(limit):
+    def preexec():
+        import resource
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    return preexec
+
+
+def test_train_under_a_file_size_limit_ends_with_one_line_and_exit_2(tmp_path):
+    # the default networks' state file is tens of MB; logs and the first video stay far below 4 MB
+    run = tmp_path / "r"
+    res = subprocess.run([sys.executable, "-m", "curlrl.cli", "train", "cartpole-swingup", "env_steps=1600",
+                          "init_steps=64", "batch_size=16", "eval_every=800", "eval_episodes=1",
+                          "checkpoint_every=800", "replay_capacity=5000", "save_replay=false", "threads=1",
+                          "--run-dir", str(run)], capture_output=True, text=True, timeout=HANG_TIMEOUT_S,
+                         preexec_fn=_limit_file_size(4 << 20))
+    assert res.returncode == 2, res.stderr[-2000:]
+    last = res.stderr.strip().splitlines()[-1]
+    assert last.startswith("curlrl: error: cannot write checkpoint file") and "File too large" in last, last
+    assert "Traceback" not in res.stderr
+    assert not list((run / "checkpoints").glob(".tmp-*")) and not list((run / "checkpoints").glob("step-*"))
+    assert (run / "eval.csv").is_file() and (run / "config.yaml").is_file()  # what was written is kept
+
+
+def test_train_on_a_full_tmpfs_ends_with_one_line_and_exit_2(tmp_path):
+    # the issue's command on a real 12 MB tmpfs (needs root to mount one)
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=12m", "tmpfs", str(mnt)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root): " + mounted.stderr.decode().strip()[:100])
+    try:
+        res = subprocess.run([sys.executable, "-m", "curlrl.cli", "train", "cartpole-swingup", "env_steps=1600",
+                              "init_steps=64", "batch_size=16", "eval_every=800", "eval_episodes=1",
+                              "checkpoint_every=800", "replay_capacity=5000", "threads=1",
+                              "--run-dir", str(mnt / "r")], capture_output=True, text=True, timeout=HANG_TIMEOUT_S)
+        assert res.returncode == 2, res.stderr[-2000:]
+        last = res.stderr.strip().splitlines()[-1]
+        assert last.startswith("curlrl: error: cannot write checkpoint file") and "No space left" in last, last
+        assert "Traceback" not in res.stderr
+        assert not list((mnt / "r" / "checkpoints").glob(".tmp-*"))
+    finally:
+        subprocess.run(["umount", str(mnt)], capture_output=True)
