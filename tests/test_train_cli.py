@@ -205,3 +205,13 @@ def test_a_host_storage_run_resumes_with_device_storage(full_run, tmp_path):
     assert int(rows(run / "eval.csv")[-1]["updates"]) == (4000 - 800) // 8
     with np.load(RunDir(run).replay_path) as data:
         assert json.loads(str(data["meta"]))["rng_kind"] == "torch-cpu"
+
+
+@pytest.mark.parametrize("command", ["train", "pretrain"])
+def test_a_run_dir_that_is_a_file_is_one_line_and_the_file_is_kept(command, tmp_path):
+    afile = tmp_path / "notes.txt"
+    afile.write_text("keep me\n")
+    for run_dir, needle in ((afile, "is an existing file"), (afile / "sub" / "r", f"is under {afile}")):
+        args = ["cartpole-swingup"] if command == "train" else [str(tmp_path / "data")]
+        one_line_error(curlrl(command, *args, "--run-dir", str(run_dir)), str(run_dir), needle)
+    assert afile.read_text() == "keep me\n"

@@ -28,6 +28,7 @@ def _pretrain(args: argparse.Namespace) -> int:
     if not data_dir and not args.resume and not any(o.partition("=")[0].strip() == "data_dir" for o in overrides):
         raise ConfigError("a DATA_DIR is required (a dataset folder made by `curlrl collect`)")
     run = RunDir(args.run_dir)
+    run.check_location()
     if args.resume:
         if not run.is_run():
             raise ConfigError(f"cannot resume: {run.config_path} does not exist")

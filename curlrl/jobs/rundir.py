@@ -188,6 +188,16 @@ class RunDir:
     def __repr__(self) -> str:
         return f"RunDir({str(self.path)!r})"
 
+    def check_location(self) -> None:
+        """ConfigError if the run directory cannot be one: it, or a folder above it, is an
+        existing file (checked before a run writes anything)."""
+        for p in (self.path, *self.path.parents):
+            if p.exists() and not p.is_dir():
+                what = "is an existing file" if p == self.path else f"is under {p}, an existing file"
+                raise ConfigError(f"run directory {self.path} {what}, not a folder: choose another")
+            if p.exists():
+                return
+
     def __str__(self) -> str:
         return str(self.path)
 
@@ -569,6 +579,7 @@ class RunWriter:
 
         self.cfg, self.quiet = cfg, quiet
         self.rundir = RunDir(run_dir)
+        self.rundir.check_location()
         self.run_dir = self.rundir.path
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
