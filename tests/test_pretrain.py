@@ -158,3 +158,4 @@ def test_objective_config_mistakes(override, message):
     with pytest.raises(ConfigError) as exc:
         resolve("data", override)
     assert message in str(exc.value)
+

@@ -176,9 +176,6 @@ class Pretrainer(RunWriter):
             why = f" with temporal_offset={offset}" if offset else ""
             raise ConfigError(f"the dataset's {len(self.train_episodes)} training episodes give {len(idx)} anchor "
                               f"frames{why}, fewer than batch_size={cfg.batch_size}")
-        if cfg.objective == "supcon" and max(d.end[e] - d.start[e] for e in self.train_episodes) < 2:
-            raise ConfigError("objective=supcon needs episodes of at least 2 frames (its positives are frames of "
-                              "one episode), but every training episode of the dataset has 1 frame")
         self.anchor_p = None
         if d.source is not None and cfg.data_mix == "uniform":  # each folder equally likely
             source = d.source[d.episode[idx]]
