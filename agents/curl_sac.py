@@ -66,7 +66,7 @@ import torch
 import torch.nn.functional as F
 
 from curlrl.agents.networks import Actor, TwinQ
-from curlrl.augment import center_crop, random_crop
+from curlrl.augment import center_crop, make_views
 from curlrl.ema import ema_update
 from curlrl.encoder import EncoderHead, ForeignEncoder, ForeignPixelEncoder, PixelEncoder, orthogonal_init
 from curlrl.objectives import Curl, Objective, build_objective
@@ -187,6 +187,7 @@ class CurlSacAgent:
 
         self.optimizers = self._build_optimizers()
         self.generator = torch.Generator(self.device).manual_seed(seed)
+        self.view = make_views(cfg.augment, cfg.crop_size)  # "crop": random_crop itself
         self.updates = 0
         if cfg.capture != "off":
             # nn.Module.compile keeps parameter names, so state dicts and checkpoints are unchanged.
@@ -392,13 +393,13 @@ class CurlSacAgent:
         if ``keys``, the momentum key encoder's features of the positive (else None).
         """
         cfg = self.cfg
-        obs = random_crop(b["obs"], cfg.crop_size, self.generator)
-        next_obs = random_crop(b["next_obs"], cfg.crop_size, self.generator)
+        obs = self.view(b["obs"], self.generator)
+        next_obs = self.view(b["next_obs"], self.generator)
         _, next_pi, next_log_pi, _ = self.actor(self.actor_head(self.encoder.conv(next_obs)),
                                                 noise=self._noise(len(next_obs)))
         positive = z_key = None
         if self.objective is not None:
-            positive = random_crop(b["obs"], cfg.crop_size, self.generator)
+            positive = self.view(b["obs"], self.generator)
         if keys and positive is not None:
             # target encoder = momentum key encoder: one batched pass for both uses
             h_target, h_key = self.encoder_target.conv(torch.cat([next_obs, positive])).chunk(2)

@@ -97,6 +97,11 @@ class EncoderConfig(ObjectiveConfig):
     crop_size: int = option(
         84, "side of the square crop the encoder sees: random crops for training, the centre crop when "
             "acting (CURL crops 100 -> 84)", check="> 0")
+    augment: str = option("crop", "how the training views are drawn: crop (CURL's random crop_size window) or "
+                                  "shift (centre crop, then DrQ's +-4 px shift), then optionally +jitter, "
+                                  "+grayscale, +cutout, +conv (RAD's colour jitter, random grayscale, cutout, "
+                                  "random convolution), each with one parameter set per frame stack, e.g. "
+                                  "crop+jitter (curlrl.augment)")
     feature_dim: int = option(50, "encoder output size (Linear + LayerNorm after the convs)", check="> 0")
     num_layers: int = option(4, "conv layers (3x3, the first with stride 2)", check="> 0")
     num_filters: int = option(32, "channels per conv layer", check="> 0")

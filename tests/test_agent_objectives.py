@@ -155,3 +155,27 @@ def test_objective_mistakes_get_one_line_and_exit_2(args, needles, tmp_path):
     one_line_error(curlrl("train", "cartpole-swingup", "--run-dir", str(tmp_path / "r"), *args), *needles)
     assert not (tmp_path / "r").exists()
 
+
+
+# -- the views (augment=) ---------------------------------------------------------------------
+def test_augment_crop_is_the_default_update_and_other_chains_change_it():
+    base, crop = make_agent(), make_agent(augment="crop")
+    torch.manual_seed(5)
+    m1 = base.update(make_batch(0))
+    torch.manual_seed(5)
+    m2 = crop.update(make_batch(0))
+    assert {k: float(v) for k, v in m1.items()} == {k: float(v) for k, v in m2.items()}
+    for spec in ("shift", "crop+jitter+grayscale", "crop+cutout+conv"):
+        agent = make_agent(augment=spec, **({"crop_size": 24} if spec == "shift" else {}))
+        torch.manual_seed(5)
+        m = agent.update(make_batch(0))
+        assert np.isfinite(float(m["curl_loss"])) and float(m["critic_loss"]) != float(m1["critic_loss"]), spec
+
+
+@pytest.mark.parametrize("args,needles", [
+    (["augment=crop+jiter"], ["'augment'", "did you mean 'jitter'"]),
+    (["augment=jitter"], ["'augment'", "must start with crop or shift"]),
+])
+def test_augment_mistakes_get_one_line_and_exit_2(args, needles, tmp_path):
+    one_line_error(curlrl("train", "cartpole-swingup", "--run-dir", str(tmp_path / "r"), *args), *needles)
+    assert not (tmp_path / "r").exists()

@@ -110,7 +110,7 @@ def test_shared_fields_are_declared_once():
     from curlrl.options import EncoderConfig, ObjectiveConfig
     encoder = {f.name for f in dataclasses.fields(EncoderConfig)}
     assert encoder == {"crop_size", "feature_dim", "num_layers", "num_filters", "encoder_tanh", "encoder_lr",
-                       "curl_lr", "encoder_tau", "target_update_every", "objective", *OBJECTIVE_KEYS}
+                       "curl_lr", "encoder_tau", "target_update_every", "augment", "objective", *OBJECTIVE_KEYS}
     assert issubclass(EncoderConfig, ObjectiveConfig) and len(OBJECTIVE_KEYS) == 15
     assert issubclass(AgentConfig, EncoderConfig) and issubclass(PretrainConfig, EncoderConfig)
     # each job keeps its own curl_lr default: the agent's None means "= encoder_lr"

@@ -25,7 +25,7 @@ def tiny(data, *extra):
 
 
 def test_uses_the_core_modules_not_copies():
-    assert pretrain_mod.random_crop is curlrl.augment.random_crop
+    assert pretrain_mod.make_views is curlrl.augment.make_views  # whose "crop" is random_crop
     assert isinstance(Pretrainer.curl_head, property)  # the objective's own module: curlrl.objectives
     assert pretrain_mod.build_objective is curlrl.objectives.build_objective
     assert pretrain_mod.ema_update is curlrl.ema.ema_update
@@ -159,3 +159,18 @@ def test_objective_config_mistakes(override, message):
         resolve("data", override)
     assert message in str(exc.value)
 
+
+
+def test_pretraining_draws_its_views_by_the_augment_chain(dataset, tmp_path):
+    plain = Pretrainer(tiny(dataset), tmp_path / "a", quiet=True)
+    heavy = Pretrainer(tiny(dataset, "augment=shift+jitter+cutout"), tmp_path / "b", quiet=True)
+    try:
+        x = torch.from_numpy(plain.data.stacks(plain.anchors[:8], 3))
+        g1, g2 = torch.Generator().manual_seed(0), torch.Generator().manual_seed(0)
+        assert torch.equal(plain.view(x, g1), curlrl.augment.random_crop(x, plain.cfg.crop_size, g2))
+        out = heavy.view(x, torch.Generator().manual_seed(0))
+        assert out.shape == (8, 9, plain.cfg.crop_size, plain.cfg.crop_size) and (out == 0).any()  # cutout
+        assert torch.isfinite(heavy.update()["loss"])
+    finally:
+        plain.close()
+        heavy.close()

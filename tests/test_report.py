@@ -111,8 +111,11 @@ def test_non_paper_settings():
     byol = config_mod.to_dict(config_mod.resolve("cartpole-swingup", None, ["objective=moco", "temperature=0.5"]))
     assert sorted(report.non_paper_settings(byol)) == ["objective=moco (paper curl)", "temperature=0.5 (paper none)"]
     assert report.algorithm_name(byol) == "sac+moco" and report.algorithm_name(paper) == "curl"
+    views = config_mod.to_dict(config_mod.resolve("cartpole-swingup", None, ["augment=shift+jitter"]))
+    assert report.non_paper_settings(views) == ["augment=shift+jitter (paper crop)"]
     from curlrl.options import ObjectiveConfig
-    pre = {k: v for k, v in paper.items() if k not in {f.name for f in dataclasses.fields(ObjectiveConfig)}}
+    pre = {k: v for k, v in paper.items()
+           if k not in {f.name for f in dataclasses.fields(ObjectiveConfig)} | {"augment"}}
     assert report.non_paper_settings(pre) == []
     init = config_mod.to_dict(config_mod.resolve("cartpole-swingup", None, ["encoder_init=e.safetensors"]))
     assert report.non_paper_settings(init) == ["encoder_init=e.safetensors (paper none)"]

@@ -23,6 +23,7 @@ from typing import Any
 import yaml
 
 from curlrl.agents.curl_sac import AgentConfig
+from curlrl.augment import parse_views
 from curlrl.errors import ConfigError
 from curlrl.objectives import check_batch, objective_options
 from curlrl.options import EncoderConfig, option
@@ -225,6 +226,12 @@ def check_encoder(cfg: EncoderConfig) -> None:
     if cfg.crop_size < 2 * cfg.num_layers + 3:
         raise ConfigError(f"config key 'crop_size' ({cfg.crop_size}) is too small for {cfg.num_layers} conv layers")
     objective_options(cfg)  # refuses a key of another objective
+    try:
+        parse_views(cfg.augment)
+    except ValueError as exc:
+        raise ConfigError(f"config key 'augment': {exc}") from None
+    if "cutout" in cfg.augment and cfg.crop_size < 10:
+        raise ConfigError(f"config key 'augment' uses cutout (10 to 30 px) but crop_size is {cfg.crop_size}")
 
 
 def validate(cfg: TrainConfig) -> TrainConfig:

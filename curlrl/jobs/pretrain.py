@@ -1,10 +1,11 @@
 """Offline contrastive pretraining of the pixel encoder on a collected dataset.
 
-The same core modules as the agent: :class:`PixelEncoder`, :func:`random_crop`, the
-objective (``objective=``, :mod:`curlrl.objectives`; CURL's bilinear InfoNCE by default)
-and :func:`ema_update` for the momentum key encoder.
+The same core modules as the agent: :class:`PixelEncoder`, the views (``augment=``,
+:func:`curlrl.augment.make_views`; CURL's :func:`random_crop` by default), the objective
+(``objective=``, :mod:`curlrl.objectives`; CURL's bilinear InfoNCE by default) and
+:func:`ema_update` for the momentum key encoder.
 
-Views: the anchor stack and the positive stack, each randomly cropped. View a goes through
+Views: the anchor stack and the positive stack, each drawn by the view chain. View a goes through
 the online encoder; view b through the momentum key encoder for curl, moco and byol (BYOL
 also takes the online features of b and the key features of a), through the online encoder
 for the siamese objectives. supcon draws its batch as groups of ``supcon_group`` frames of
@@ -30,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from curlrl.augment import random_crop
+from curlrl.augment import make_views
 from curlrl.ema import ema_update
 from curlrl.encoder import PixelEncoder
 from curlrl.errors import CheckpointError, ConfigError
@@ -142,6 +143,7 @@ class Pretrainer(RunWriter):
             groups.append(dict(params=own, lr=cfg.curl_lr))
         self.optimizer = torch.optim.Adam(groups)
         self.generator = torch.Generator(self.device).manual_seed(cfg.seed)
+        self.view = make_views(cfg.augment, cfg.crop_size)  # "crop": random_crop itself
         self.rng = np.random.default_rng(cfg.seed)
         self.step = 0
         # metrics of the updates since the last pretrain.csv row (carried by a checkpoint made between rows)
@@ -219,8 +221,8 @@ class Pretrainer(RunWriter):
         from the same sample?)."""
         cfg, obj = self.cfg, self.objective
         anchor, positive = self.sample()
-        anchor = random_crop(anchor, cfg.crop_size, self.generator)
-        positive = random_crop(positive, cfg.crop_size, self.generator)
+        anchor = self.view(anchor, self.generator)
+        positive = self.view(positive, self.generator)
         z_anchor, extra = self.encoder(anchor), {}
         if obj.keys == "momentum":
             with torch.no_grad():

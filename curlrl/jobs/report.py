@@ -74,8 +74,8 @@ def algorithm_name(cfg: dict[str, Any]) -> str:
 
 
 # Keys added after runs were recorded whose absence means the paper's value: every run of a
-# curlrl without ``objective`` trained CURL's.
-_IMPLIED = {"objective": "curl"}
+# curlrl without ``objective`` trained CURL's, with CURL's random crop.
+_IMPLIED = {"objective": "curl", "augment": "crop"}
 
 
 def non_paper_settings(cfg: dict[str, Any]) -> list[str]:
