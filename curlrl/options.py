@@ -89,10 +89,8 @@ class ObjectiveConfig:
 
 
 @dataclass
-class EncoderConfig(ObjectiveConfig):
-    """The pixel encoder and its contrastive (CURL) training: the fields the agent
-    (:class:`~curlrl.agents.AgentConfig`) and offline pretraining
-    (:class:`~curlrl.jobs.pretrain.PretrainConfig`) share. Defaults are CURL's."""
+class _EncoderFields:
+    """The pixel encoder's and its training's own fields (:class:`EncoderConfig`)."""
 
     crop_size: int = option(
         84, "side of the square crop the encoder sees: random crops for training, the centre crop when "
@@ -119,3 +117,11 @@ class EncoderConfig(ObjectiveConfig):
                                       "target encoder)", check="in (0, 1]")
     target_update_every: int = option(2, "EMA step of the key encoder every N updates (in the agent the "
                                          "target Q MLPs step with it)", check="> 0")
+
+
+@dataclass
+class EncoderConfig(ObjectiveConfig, _EncoderFields):
+    """The pixel encoder and its contrastive (CURL) training: the fields the agent
+    (:class:`~curlrl.agents.AgentConfig`) and offline pretraining
+    (:class:`~curlrl.jobs.pretrain.PretrainConfig`) share, the encoder's first, then the
+    objective's (:class:`ObjectiveConfig`). Defaults are CURL's."""
