@@ -25,7 +25,7 @@ from curlrl import ReplayBuffer
 from curlrl.errors import CurlrlError
 from curlrl.jobs import config as config_mod
 from curlrl.jobs.rundir import RunDir
-from curlrl.jobs.train import build_env
+from curlrl.jobs.train import build_env, load_agent
 
 
 def main() -> None:
@@ -41,7 +41,8 @@ def main() -> None:
     try:
         cfg = config_mod.resolve(None, base=run.read_config())
         env = build_env(cfg)
-        agent, state = run.load_agent(cfg, env.observation_space.shape, env.action_space.shape[0], torch.device("cpu"))
+        agent, state = load_agent(run, cfg, env.observation_space.shape, env.action_space.shape[0],
+                                  torch.device("cpu"))
         replay = ReplayBuffer(cfg.replay_capacity, (3, cfg.image_size, cfg.image_size), agent.action_dim,
                               cfg.frame_stack, seed=0, compress=cfg.replay_compress)
         replay.load(run.replay_path)

@@ -1,6 +1,8 @@
 """The import rules of DESIGN.md, checked in fresh interpreters."""
+import ast
 import subprocess
 import sys
+from pathlib import Path
 
 BLOCK = """
 import sys
@@ -72,3 +74,75 @@ def test_wheel_only_installs_the_curlrl_package(tmp_path):
                 str(target), str(target), str(target))
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
     assert res.returncode == 0, res.stderr
+
+
+def _curlrl_imports() -> dict[str, set[str]]:
+    """Module -> the curlrl modules it imports anywhere in its text (lazy imports included:
+    an import inside a function that closes a circle is still a circle)."""
+    root = Path(__file__).resolve().parents[1] / "curlrl"
+    files = {".".join(p.relative_to(root.parent).with_suffix("").parts).removesuffix(".__init__"): p
+             for p in root.rglob("*.py")}
+    graph = {}
+    for name, path in files.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        deps = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                if node.level:
+                    parts = package.split(".")[: len(package.split(".")) - node.level + 1]
+                    module = ".".join(parts + ([node.module] if node.module else []))
+                else:
+                    module = node.module or ""
+                candidates = [module] + [f"{module}.{a.name}" for a in node.names]
+            elif isinstance(node, ast.Import):
+                candidates = [a.name for a in node.names]
+            else:
+                continue
+            deps.update(c for c in candidates if c in files and c != name and not name.startswith(c + "."))
+        graph[name] = deps
+    return graph
+
+
+def _circles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan)."""
+    index, low, stack, on_stack, found = {}, {}, [], set(), []
+
+    def visit(v):
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_the_circle_finder_finds_a_circle():
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}, "e": set()}
+    assert _circles(graph) == [["a", "b", "c"]]
+    assert _circles({"a": {"b"}, "b": set()}) == []
+
+
+def test_no_import_circles_in_curlrl():
+    # e.g. rundir (paths, files, checkpoints) builds no agent; a run's result knows no suite;
+    # the episodes a training run evaluates know no evaluation job
+    graph = _curlrl_imports()
+    assert "curlrl.jobs.train" in graph["curlrl.jobs.evaluate"]  # the walker sees lazy imports
+    assert _circles(graph) == []

@@ -40,7 +40,7 @@ def behaviour_clone(spec: str, data_dir: str | Path, task: str | None = None, de
     or a bring-your-own factory); returns (and writes to ``out``/bc.json and bc.md) the results."""
     from curlrl.datasets import load_dataset
     from curlrl.envs import make_env
-    from curlrl.jobs.evaluate import episode_seed
+    from curlrl.jobs.episodes import episode_seed
     from curlrl.jobs.export import load_encoder
 
     for name, value, low in (("demos", demos, 1), ("episodes", episodes, 1), ("seeds", seeds, 1), ("steps", steps, 1),

@@ -105,7 +105,9 @@ def _policy_agent(run_dir: str, cfg, env, seed: int):
     """The trained agent of a train run, on the CPU; its sampled actions are seeded by ``seed``."""
     import torch
 
-    agent, _ = RunDir(run_dir).load_agent(cfg, env.observation_space.shape, env.action_space.shape[0],
-                                          torch.device("cpu"))
+    from curlrl.jobs.train import load_agent
+
+    agent, _ = load_agent(RunDir(run_dir), cfg, env.observation_space.shape, env.action_space.shape[0],
+                          torch.device("cpu"))
     torch.manual_seed(seed)  # the policy noise comes from torch's global RNG
     return agent

@@ -1,43 +1,14 @@
-"""Evaluation: the mean-action episodes run while training, and of a saved run (``evaluate_run``)."""
+"""Evaluation of a saved run (``curlrl eval``); the episodes themselves are :mod:`curlrl.jobs.episodes`."""
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from curlrl.errors import CheckpointError, ConfigError
-from curlrl.jobs.rundir import TRAIN_KIND, RunDir, write_video
-
-if TYPE_CHECKING:
-    from curlrl.agents.curl_sac import CurlSacAgent
-
-
-def episode_seed(seed: int, episode: int, salt: int = 0) -> int:
-    """Reset seed of a training (salt 0) or evaluation episode: a resumed run replays it."""
-    return (seed * 1_000_003 + salt * 7_919 + episode) % (2**31 - 1)
-
-
-def evaluate(agent: "CurlSacAgent", env, episodes: int, seed: int, eval_index: int,
-             video_path: Path | None = None) -> list[float]:
-    """Mean-action returns of ``episodes`` episodes; the first one is filmed if asked.
-
-    Episode ``ep`` of evaluation ``eval_index`` always starts from the same reset seed."""
-    returns, frames = [], []
-    for ep in range(episodes):
-        obs, _ = env.reset(seed=episode_seed(seed, eval_index * 1000 + ep, salt=1))
-        done, total = False, 0.0
-        while not done:
-            if ep == 0 and video_path is not None:
-                frames.append(obs[-3:].transpose(1, 2, 0))
-            obs, reward, terminated, truncated, _ = env.step(agent.act(obs, sample=False))
-            total += reward
-            done = terminated or truncated
-        returns.append(total)
-    if video_path is not None and frames:
-        write_video(video_path, frames)
-    return returns
+from curlrl.jobs.episodes import evaluate
+from curlrl.jobs.rundir import TRAIN_KIND, RunDir
 
 
 def evaluate_run(run_dir: str | Path, episodes: int = 10, video: bool = True, device: str | None = None) -> dict:
@@ -49,7 +20,7 @@ def evaluate_run(run_dir: str | Path, episodes: int = 10, video: bool = True, de
     """
     from curlrl.jobs import config as config_mod
     from curlrl.jobs.host import resolve_device
-    from curlrl.jobs.train import build_env, check_device
+    from curlrl.jobs.train import build_env, check_device, load_agent
 
     run = RunDir(run_dir)
     base = run.read_config()
@@ -60,8 +31,8 @@ def evaluate_run(run_dir: str | Path, episodes: int = 10, video: bool = True, de
     torch_device = resolve_device(cfg.device)
     check_device(cfg, torch_device)
     eval_env = build_env(cfg, evaluation=True)
-    agent, state = run.load_agent(cfg, eval_env.observation_space.shape, eval_env.action_space.shape[0],
-                                  torch_device)
+    agent, state = load_agent(run, cfg, eval_env.observation_space.shape, eval_env.action_space.shape[0],
+                              torch_device)
     try:
         env_step = int(state["counters"]["env_step"])
     except (KeyError, TypeError, ValueError):

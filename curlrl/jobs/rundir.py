@@ -471,18 +471,7 @@ class RunDir:
 
         return SummaryWriter(str(self.path), purge_step=purge_step)
 
-    # -- agents -------------------------------------------------------------------------
-    def load_agent(self, cfg: Any, obs_shape: tuple[int, ...], action_dim: int, device: Any):
-        """The agent saved in this run's checkpoint, built for ``cfg`` on ``device``, and the
-        checkpoint's contents. ``encoder_init`` is not read: the checkpoint holds the weights,
-        and that file may have moved since the run started."""
-        from curlrl.jobs.train import build_agent
-
-        state = self.load_checkpoint(map_location=device, kind=TRAIN_KIND)
-        agent = build_agent(cfg, obs_shape, action_dim, device, from_checkpoint=True)
-        self.load_agent_state(agent, state)
-        return agent, state
-
+    # -- agents (built by curlrl.jobs.train.load_agent) -------------------------------------
     def load_agent_state(self, agent: Any, state: dict[str, Any]) -> None:
         """Load the agent part of this run's checkpoint ``state`` into ``agent``; CheckpointError
         (naming the checkpoint) if its weights or optimizers do not fit the agent's config."""

@@ -18,7 +18,7 @@ from curlrl.agents.curl_sac import AgentConfig, CurlSacAgent
 from curlrl.errors import CheckpointError, ConfigError
 from curlrl.jobs.config import TrainConfig
 from curlrl.jobs.divergence import diverged, first_nonfinite, first_nonfinite_parameter
-from curlrl.jobs.evaluate import episode_seed, evaluate
+from curlrl.jobs.episodes import episode_seed, evaluate
 from curlrl.jobs.rundir import (CHECKPOINT_VERSION, EVAL_COLUMNS, TRAIN_COLUMNS, TRAIN_KIND, RunDir, RunWriter,
                                 global_rng_state, set_global_rng_state)
 from curlrl.jobs.signals import StopFlag
@@ -62,6 +62,16 @@ def build_agent(cfg: TrainConfig, obs_shape: tuple[int, ...], action_dim: int, d
         state = PixelEncoder.from_pretrained(init, **agent.encoder.config()).state_dict() if init else None
         agent.init_encoder(state, freeze_conv=cfg.freeze_conv)
     return agent
+
+
+def load_agent(run: RunDir, cfg: TrainConfig, obs_shape: tuple[int, ...], action_dim: int, device: torch.device):
+    """The agent saved in ``run``'s checkpoint, built for ``cfg`` on ``device``, and the
+    checkpoint's contents. ``encoder_init`` is not read: the checkpoint holds the weights,
+    and that file may have moved since the run started."""
+    state = run.load_checkpoint(map_location=device, kind=TRAIN_KIND)
+    agent = build_agent(cfg, obs_shape, action_dim, device, from_checkpoint=True)
+    run.load_agent_state(agent, state)
+    return agent, state
 
 
 def check_device(cfg: TrainConfig, device: torch.device) -> None:
@@ -113,7 +123,6 @@ class Trainer(RunWriter):
         np.random.seed(cfg.seed)
         self.env, self.eval_env, self.agent = build(cfg, self.device, from_checkpoint=resume)
         self.replay = build_replay(cfg, self.device, self.env.action_space.shape[0])
-        self.action_rng = np.random.default_rng(cfg.seed)
         self.env_step = self.episode = 0
         self.next_eval = self.next_checkpoint = 0
         self.eval_index = 0
@@ -178,7 +187,6 @@ class Trainer(RunWriter):
         metrics: dict[str, list] = {}
         for m in ep["metrics"]:
             for k, v in m.items():
-                metrics.setdefault(k, []).append(v)
         return {"episode": {
             "env": _to_tensors(self.env.get_episode_state()),
             "return": float(ep["return"]), "start": int(ep["start"]), "seconds": float(ep["seconds"]),

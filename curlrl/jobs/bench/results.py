@@ -1,5 +1,6 @@
-"""What became of each run: its status read from the run directory, the typed result of an
-attempt, and the summary (table on the terminal, ``bench.csv`` on disk)."""
+"""Each run of a benchmark: its plan (:class:`RunSpec`), its status read from the run
+directory, the typed result of an attempt, and the summary (table on the terminal,
+``bench.csv`` on disk). Imports nothing of the suite (``suite.py`` imports this)."""
 from __future__ import annotations
 
 import csv
@@ -7,18 +8,36 @@ import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from curlrl.errors import CheckpointError
 from curlrl.jobs.rundir import RunDir
-
-if TYPE_CHECKING:
-    from curlrl.jobs.bench.suite import RunSpec
 
 
 def run_name(variant: str, task: str, seed: int) -> str:
     """``task seedK``, or ``variant/task seedK`` in a suite with variants."""
     return f"{variant + '/' if variant else ''}{task} seed{seed}"
+
+
+@dataclass
+class RunSpec:
+    """One (task, seed) run of a benchmark; plain data, so submitit can pickle it."""
+
+    task: str
+    seed: int
+    run_dir: str
+    log_path: str
+    overrides: list[str]     # key=value for a fresh start (seed and env_steps included)
+    env_steps: int           # budget: the run is finished when its checkpoint reaches it
+    threads: int
+    device: str
+    state: str = "new"       # planned: new / partial / done / corrupt
+    start_step: int = 0
+    note: str = ""
+    variant: str = ""        # the suite's variant ("" for a suite without variants)
+
+    @property
+    def name(self) -> str:
+        return run_name(self.variant, self.task, self.seed)
 
 
 @dataclass

@@ -10,7 +10,7 @@ from typing import Any, Sequence
 
 from curlrl.errors import ConfigError, CurlrlError
 from curlrl.jobs import config as config_mod
-from curlrl.jobs.bench.results import run_name, run_status
+from curlrl.jobs.bench.results import RunSpec, run_status  # noqa: F401 (RunSpec: re-exported)
 from curlrl.jobs.published import PLANET_TASKS
 from curlrl.jobs.rundir import RunDir
 
@@ -180,28 +180,6 @@ def parse_seeds(value: Any) -> list[int]:
 def scalar_text(value: Any) -> str:
     """A config value as the text of a ``key=value`` override (parsed back as YAML)."""
     return value if isinstance(value, str) else json.dumps(value)
-
-
-@dataclass
-class RunSpec:
-    """One (task, seed) run of a benchmark; plain data, so submitit can pickle it."""
-
-    task: str
-    seed: int
-    run_dir: str
-    log_path: str
-    overrides: list[str]     # key=value for a fresh start (seed and env_steps included)
-    env_steps: int           # budget: the run is finished when its checkpoint reaches it
-    threads: int
-    device: str
-    state: str = "new"       # planned: new / partial / done / corrupt
-    start_step: int = 0
-    note: str = ""
-    variant: str = ""        # the suite's variant ("" for a suite without variants)
-
-    @property
-    def name(self) -> str:
-        return run_name(self.variant, self.task, self.seed)
 
 
 def plan(suite: Suite, out: str | Path, overrides: Sequence[str] = (), tasks: Sequence[str] | None = None,
