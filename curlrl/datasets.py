@@ -21,6 +21,7 @@ source has them.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import zipfile
@@ -32,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from curlrl.checkpoint import atomic_write_text
-from curlrl.errors import ConfigError, DatasetError, first_line
+from curlrl.errors import ConfigError, DatasetError, first_line, write_error
 
 MANIFEST = "manifest.json"
 KEYS = ("pixels", "state", "action", "reward")
@@ -40,7 +41,10 @@ KEYS = ("pixels", "state", "action", "reward")
 
 def write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
     """(Re)write ``folder/manifest.json`` atomically; a dataset's writer calls it after every episode."""
-    atomic_write_text(Path(folder) / MANIFEST, json.dumps(manifest, indent=2) + "\n")
+    try:
+        atomic_write_text(Path(folder) / MANIFEST, json.dumps(manifest, indent=2) + "\n")
+    except OSError as exc:
+        raise write_error(Path(folder) / MANIFEST, exc) from None
 
 
 def holds_dataset(folder: str | Path) -> bool:
@@ -58,12 +62,17 @@ def save_episode(path: Path, pixels: np.ndarray, state: np.ndarray, action: np.n
                  reward: np.ndarray) -> None:
     """One episode as a compressed ``.npz``, atomically (temp file + fsync + rename)."""
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as fh:
-        np.savez_compressed(fh, pixels=pixels.astype(np.uint8), state=state.astype(np.float32),
-                            action=action.astype(np.float32), reward=reward.astype(np.float32))
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as fh:
+            np.savez_compressed(fh, pixels=pixels.astype(np.uint8), state=state.astype(np.float32),
+                                action=action.astype(np.float32), reward=reward.astype(np.float32))
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:  # the dataset keeps its whole episodes; this one leaves no temp file
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise write_error(path, exc) from None
 
 
 # -- loading ---------------------------------------------------------------------------

@@ -26,6 +26,12 @@ class EnvError(CurlrlError):
     """An environment cannot be built: unknown task or no working renderer."""
 
 
+class WriteError(CurlrlError):
+    """A run's file (config, log row, TensorBoard events, video) cannot be written: no space
+    left, a read-only volume, the file size limit, no permission. (Checkpoint writes raise
+    :class:`CheckpointError`, which also says which checkpoint stays current.)"""
+
+
 class DivergenceError(CurlrlError):
     """Training diverged: a loss or a parameter is not finite (NaN or infinite). The run
     stops before it could overwrite its last good checkpoint."""
@@ -36,3 +42,10 @@ def first_line(exc: BaseException) -> str:
     one-line error quotes of a lower-level failure."""
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+def write_error(path, exc: BaseException) -> WriteError:
+    """The one line for a failed write of ``path``: the file and the cause (the OS's words
+    where there are some: "No space left on device", "File too large", "Read-only file system")."""
+    cause = getattr(exc, "strerror", None) or first_line(exc)
+    return WriteError(f"cannot write {path}: {cause}")

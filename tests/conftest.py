@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 
 import pytest
 import torch
@@ -11,6 +12,39 @@ torch.set_num_threads(int(os.environ.get("CURLRL_TEST_THREADS", "1")))
 # Subprocess timeouts in the tests only guard against hangs: a busy CI machine can make a
 # tiny training run take many minutes, and no test may depend on the machine's speed.
 HANG_TIMEOUT_S = 1800
+
+_PROGRESS = re.compile(r"\s*\d+%")  # a progress bar's line (training writes it to stderr too)
+
+
+def assert_one_line(rc: int, err: str, *needles: str) -> str:
+    """Assert a refusal kept the CLI's promise for a user's mistake: exit code 2, no traceback,
+    and on ``err`` (stderr, or stdout and stderr together) exactly one line apart from progress
+    bars, ``curlrl: error: ...`` (``curlrl COMMAND: error:`` from the argument parser), holding
+    every one of ``needles``. Returns the line."""
+    assert rc == 2, (rc, err)
+    assert "Traceback" not in err, err
+    lines = [ln for ln in err.strip().splitlines() if ln.strip() and not _PROGRESS.match(ln)]
+    assert len(lines) == 1, err
+    assert re.match(r"curlrl( [a-z]+)?: error: ", lines[0]), lines[0]
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+    return lines[0]
+
+
+def one_line_error(res, *needles: str) -> str:
+    """:func:`assert_one_line` for a finished ``subprocess.run`` of the CLI (text mode)."""
+    return assert_one_line(res.returncode, res.stderr, *needles)
+
+
+def cli_error(capsys, argv: list[str], *needles: str) -> str:
+    """:func:`one_line_error` for ``curlrl.cli.main(argv)`` run in this process."""
+    from curlrl.cli import main
+
+    try:
+        rc = main(argv)
+    except SystemExit as exc:  # the argument parser's own refusals
+        rc = exc.code
+    return assert_one_line(rc, capsys.readouterr().err, *needles)
 
 
 def pytest_addoption(parser):

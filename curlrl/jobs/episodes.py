@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from curlrl.jobs.rundir import write_video
+from curlrl.jobs.logs import write_video
 
 if TYPE_CHECKING:
     from curlrl.agents.curl_sac import CurlSacAgent

@@ -37,7 +37,8 @@ from curlrl.encoder import PixelEncoder
 from curlrl.errors import CheckpointError, ConfigError
 from curlrl.jobs import config as config_mod
 from curlrl.jobs.divergence import diverged, first_nonfinite, first_nonfinite_parameter
-from curlrl.jobs.rundir import PRETRAIN_COLUMNS, PRETRAIN_KIND, RunDir, RunWriter
+from curlrl.jobs.rundir import PRETRAIN_COLUMNS, PRETRAIN_KIND, RunDir
+from curlrl.jobs.writer import RunWriter
 from curlrl.jobs.signals import StopFlag
 from curlrl.objectives import Curl, build_objective, check_batch
 from curlrl.options import EncoderConfig, option

@@ -116,7 +116,7 @@ def non_paper_settings(cfg: dict[str, Any]) -> list[str]:
 
 
 def _read_rows(path: Path) -> list[dict[str, str]]:
-    from curlrl.jobs.rundir import read_rows
+    from curlrl.jobs.logs import read_rows
 
     try:
         return read_rows(path)

@@ -1,8 +1,10 @@
-"""A run directory: the one module that knows its file names and formats.
+"""A run directory: the one module that knows its file names, its config and its checkpoints.
 
-Every writer (:class:`RunWriter`: ``Trainer``, ``Pretrainer``) and every reader (``evaluate``,
-``collect`` with a policy, ``export``, ``bench``, ``report``) of a run goes through
-:class:`RunDir`. Layout::
+Every writer (:class:`~curlrl.jobs.writer.RunWriter`: ``Trainer``, ``Pretrainer``) and every
+reader (``evaluate``, ``collect`` with a policy, ``export``, ``bench``, ``report``) of a run
+goes through :class:`RunDir`. The logs, TensorBoard and videos are written by
+:mod:`curlrl.jobs.logs`, the generators' states captured by :mod:`curlrl.jobs.rngstate`, the
+agent built from a checkpoint by :func:`curlrl.jobs.train.load_agent`. Layout::
 
     config.yaml                resolved config (resume reads it back)
     train.csv / eval.csv       agent runs, long format: task, seed, env_step, agent_step, updates, return, ...
@@ -53,19 +55,19 @@ import csv
 import dataclasses
 import json
 import os
-import random
 import re
 import shutil
 import tempfile
-import time
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable
 
 import numpy as np
-import torch
 
 from curlrl.checkpoint import atomic_save, atomic_write_text, safe_load
 from curlrl.errors import CheckpointError, ConfigError, first_line
+from curlrl.errors import write_error
+from curlrl.jobs.logs import CsvLog, TensorBoard, read_rows, truncate_csv, write_video  # noqa: F401
+from curlrl.jobs.rngstate import global_rng_state, set_global_rng_state  # noqa: F401
 
 TRAIN_COLUMNS = ["task", "seed", "env_step", "agent_step", "updates", "episode", "return",
                  "episode_env_steps", "env_steps_per_s", "critic_loss", "actor_loss", "curl_loss",
@@ -158,23 +160,6 @@ def _write_error(exc: OSError, path: Path, kept: str | None) -> CheckpointError:
     return CheckpointError(f"cannot write checkpoint file {path}: {cause}; {tail}")
 
 
-def global_rng_state() -> dict[str, Any]:
-    """The global torch (CPU and, when visible, CUDA) and Python RNG states, as checkpoints hold them."""
-    state = {"torch": torch.get_rng_state(), "python": json.dumps(random.getstate())}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_global_rng_state(state: dict[str, Any]) -> None:
-    """Restore what :func:`global_rng_state` captured (CUDA only where it was saved and is visible)."""
-    torch.set_rng_state(state["torch"])
-    py = json.loads(state["python"])
-    random.setstate((py[0], tuple(py[1]), py[2]))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
 class RunDir:
     """Paths and readers/writers of one run directory (which need not exist yet)."""
 
@@ -252,23 +237,45 @@ class RunDir:
         return self.config_path.is_file()
 
     def read_config(self) -> dict[str, Any]:
-        """The saved config as a dict; ConfigError if there is none or it is not YAML."""
+        """The saved config as a dict; ConfigError if there is none, it is not YAML, or it lacks
+        keys its run's checkpoint was written with (a truncated or cut file: resuming from it
+        would silently fall back to defaults)."""
         from curlrl.jobs.config import load_yaml
 
         if not self.is_run():
             raise ConfigError(f"{self.path} is not a curlrl run directory (no {self.CONFIG})")
         data = load_yaml(self.config_path)
         if not isinstance(data, dict):
-            raise ConfigError(f"{self.config_path} does not hold a mapping of config keys")
+            raise ConfigError(f"{self.config_path} does not hold a mapping of config keys (truncated or corrupt?)")
+        missing = [k for k in self._checkpoint_config_keys() if k not in data]
+        if missing:
+            shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+            raise ConfigError(f"{self.config_path} lacks {shown}, which its checkpoint was written with "
+                              f"(truncated or cut?); restore the file or start a new run")
         return data
+
+    def _checkpoint_config_keys(self) -> list[str]:
+        """The config keys the current checkpoint was written with ([] without a checkpoint, or
+        one that holds no config); CheckpointError for an unreadable checkpoint."""
+        if not self.has_checkpoint():
+            return []
+        saved = self.load_checkpoint(mmap=True).get("config")
+        try:
+            keys = json.loads(saved) if isinstance(saved, str) else saved
+        except ValueError:
+            raise CheckpointError(f"checkpoint {self.checkpoint_path} holds a config that is not JSON") from None
+        return list(keys) if isinstance(keys, dict) else []
 
     def write_config(self, cfg: Any) -> None:
         """Save a config dataclass (or dict) as YAML, atomically; creates the directory."""
         import yaml
 
-        self.path.mkdir(parents=True, exist_ok=True)
         data = dataclasses.asdict(cfg) if dataclasses.is_dataclass(cfg) else dict(cfg)
-        atomic_write_text(self.config_path, yaml.safe_dump(data, sort_keys=False))
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(self.config_path, yaml.safe_dump(data, sort_keys=False))
+        except OSError as exc:
+            raise write_error(self.config_path, exc) from None
 
     # -- checkpoints --------------------------------------------------------------------
     def has_checkpoint(self) -> bool:
@@ -456,8 +463,11 @@ class RunDir:
 
     def open_log(self, name: str, columns: list[str], keep: Callable[[dict[str, str]], bool] | None = None) -> "CsvLog":
         """An append-only log; ``keep`` (on resume) first drops the rows it rejects."""
-        self.path.mkdir(parents=True, exist_ok=True)
         path = self.csv_path(name)
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise write_error(path, exc) from None
         if keep is not None:
             try:
                 truncate_csv(path, keep)
@@ -465,11 +475,10 @@ class RunDir:
                 raise CheckpointError(f"{path} is not a curlrl log ({type(exc).__name__}: {exc})") from None
         return CsvLog(path, columns)
 
-    def tensorboard(self, purge_step: int | None = None):
-        """A SummaryWriter into the run directory (``purge_step`` on resume drops later events)."""
-        from torch.utils.tensorboard import SummaryWriter
-
-        return SummaryWriter(str(self.path), purge_step=purge_step)
+    def tensorboard(self, purge_step: int | None = None) -> TensorBoard:
+        """A SummaryWriter into the run directory (``purge_step`` on resume drops later events)
+        whose failed writes are WriteError."""
+        return TensorBoard(self.path, purge_step=purge_step)
 
     # -- agents (built by curlrl.jobs.train.load_agent) -------------------------------------
     def load_agent_state(self, agent: Any, state: dict[str, Any]) -> None:
@@ -482,152 +491,3 @@ class RunDir:
             raise CheckpointError(f"checkpoint {self.checkpoint_path} does not match its config ({first})") from None
 
 
-class CsvLog:
-    """Append-only long-format CSV with a fixed header; each row flushed at once.
-
-    A new file gets ``columns``; rows appended to an existing one follow the header it
-    already has (its columns may be in another order; columns it lacks are left out)."""
-
-    def __init__(self, path: Path, columns: list[str]) -> None:
-        new = not path.exists() or path.stat().st_size == 0
-        if not new:
-            with open(path, newline="") as fh:
-                header = next(csv.reader(fh), None)
-            columns = header if header else columns
-        self.path, self.columns = path, list(columns)
-        self._fh = open(path, "a", newline="")
-        self._writer = csv.DictWriter(self._fh, fieldnames=columns, extrasaction="ignore")
-        if new:
-            self._writer.writeheader()
-            self._fh.flush()
-
-    def write(self, row: dict[str, Any]) -> None:
-        self._writer.writerow({k: _fmt(row.get(k, "")) for k in self.columns})
-        self._fh.flush()
-
-    def close(self) -> None:
-        self._fh.close()
-
-
-def _fmt(v: Any) -> Any:
-    return f"{v:.6g}" if isinstance(v, float) else v
-
-
-def read_rows(path: str | os.PathLike) -> list[dict[str, str]]:
-    """All rows of a CSV file, keyed by its header; CheckpointError if it cannot be read."""
-    try:
-        with open(path, newline="") as fh:
-            return list(csv.DictReader(fh))
-    except OSError as exc:
-        raise CheckpointError(f"cannot read {path}: {exc.strerror or exc}") from None
-    except (csv.Error, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"{path} is not a readable CSV file ({exc})") from None
-
-
-def truncate_csv(path: Path, keep: Callable[[dict[str, str]], bool]) -> None:
-    """Keep only rows for which ``keep(row)`` is true (used on resume); atomic rewrite."""
-    if not path.exists():
-        return
-    with open(path, newline="") as fh:
-        reader = csv.DictReader(fh)
-        columns, rows = reader.fieldnames, [r for r in reader if keep(r)]
-    if columns is None:
-        return
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, path)
-
-
-def write_video(path: Path, frames: Iterable[np.ndarray], fps: int = 30) -> None:
-    """Write (H, W, 3) uint8 frames to an mp4 with imageio-ffmpeg, atomically."""
-    import imageio.v2 as imageio
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.mp4")
-    imageio.mimwrite(tmp, list(frames), fps=fps, macro_block_size=1, quality=7)
-    os.replace(tmp, path)
-
-
-class RunWriter:
-    """What every job that writes a run directory shares (``Trainer``, ``Pretrainer``).
-
-    ``__init__`` sets torch's CPU threads (``cfg.threads``; 0 keeps torch's default) and
-    resolves ``cfg.device``; it touches no file, so a mistake found while the job builds
-    its parts leaves no run directory behind. Then, in order: :meth:`check_resumable` and
-    the job's own checkpoint load (resume), :meth:`open_files` (config.yaml, the CSV logs
-    trimmed to the checkpoint, TensorBoard, advice), :meth:`running` around the loop,
-    ``rundir.save_checkpoint`` (one call per checkpoint: state and replay together),
-    :meth:`close` (or use the job as a context manager). Wall time across resumes: :meth:`wall`.
-    """
-
-    def __init__(self, cfg: Any, run_dir: str | os.PathLike, quiet: bool = False) -> None:
-        from curlrl.jobs.host import resolve_device
-
-        self.cfg, self.quiet = cfg, quiet
-        self.rundir = RunDir(run_dir)
-        self.rundir.check_location()
-        self.run_dir = self.rundir.path
-        if cfg.threads:
-            torch.set_num_threads(cfg.threads)
-        self.device = resolve_device(cfg.device)
-        self.wall_offset = 0.0      # wall seconds of the run before this process (from the checkpoint)
-        self.t_start = time.time()  # reset by running(); wall() = wall_offset + time since then
-        self.tb = None
-        self._logs: list[CsvLog] = []
-
-    def check_resumable(self) -> None:
-        """CheckpointError unless the run directory holds a checkpoint to resume from."""
-        if not self.rundir.has_checkpoint():
-            raise CheckpointError(f"cannot resume: no checkpoint at {self.rundir.checkpoint_path} (a run that "
-                                  f"stopped before its first checkpoint cannot continue; remove {self.run_dir} "
-                                  f"to start over)")
-
-    def open_files(self, logs: list[tuple[str, list[str], Callable[[dict[str, str]], bool]]],
-                   resume_step: int | None = None) -> list[CsvLog]:
-        """Write config.yaml, open the CSV ``logs`` (name, columns, keep) and TensorBoard.
-
-        ``resume_step`` (on resume): each log first drops the rows its ``keep`` rejects (they
-        were written after the checkpoint and will be written again) and TensorBoard drops the
-        events after that step. Ends with the busy-CPU advice, once nothing can fail."""
-        resume = resume_step is not None
-        self.rundir.write_config(self.cfg)
-        self._logs = [self.rundir.open_log(name, columns, keep if resume else None) for name, columns, keep in logs]
-        self.tb = self.rundir.tensorboard(purge_step=resume_step)
-        if self.device.type == "cpu" and not self.quiet and not self.cfg.threads:
-            from curlrl.jobs import host
-
-            host.warn_if_cpu_busy()
-        return self._logs
-
-    def wall(self) -> float:
-        """Wall seconds of the whole run, earlier processes included."""
-        return self.wall_offset + time.time() - self.t_start
-
-    @contextlib.contextmanager
-    def running(self, total: int, unit: str, initial: int = 0) -> Iterator[Any]:
-        """Start the clock and yield a progress bar; on leaving, close it and flush TensorBoard."""
-        from curlrl.jobs.progress import progress_bar
-
-        self.t_start = time.time()
-        bar = progress_bar(total, unit, self.quiet, initial=initial)
-        try:
-            yield bar
-        finally:
-            bar.close()
-            if self.tb is not None:
-                self.tb.flush()
-
-    def close(self) -> None:
-        for log in self._logs:
-            log.close()
-        if self.tb is not None:
-            self.tb.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

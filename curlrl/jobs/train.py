@@ -19,8 +19,9 @@ from curlrl.errors import CheckpointError, ConfigError
 from curlrl.jobs.config import TrainConfig
 from curlrl.jobs.divergence import diverged, first_nonfinite, first_nonfinite_parameter
 from curlrl.jobs.episodes import episode_seed, evaluate
-from curlrl.jobs.rundir import (CHECKPOINT_VERSION, EVAL_COLUMNS, TRAIN_COLUMNS, TRAIN_KIND, RunDir, RunWriter,
-                                global_rng_state, set_global_rng_state)
+from curlrl.jobs.rngstate import global_rng_state, set_global_rng_state
+from curlrl.jobs.rundir import CHECKPOINT_VERSION, EVAL_COLUMNS, TRAIN_COLUMNS, TRAIN_KIND, RunDir
+from curlrl.jobs.writer import RunWriter
 from curlrl.jobs.signals import StopFlag
 from curlrl.replay import BaseReplayBuffer, DeviceReplayBuffer, ReplayBuffer
 
@@ -123,6 +124,7 @@ class Trainer(RunWriter):
         np.random.seed(cfg.seed)
         self.env, self.eval_env, self.agent = build(cfg, self.device, from_checkpoint=resume)
         self.replay = build_replay(cfg, self.device, self.env.action_space.shape[0])
+        self.action_rng = np.random.default_rng(cfg.seed)
         self.env_step = self.episode = 0
         self.next_eval = self.next_checkpoint = 0
         self.eval_index = 0
@@ -187,6 +189,7 @@ class Trainer(RunWriter):
         metrics: dict[str, list] = {}
         for m in ep["metrics"]:
             for k, v in m.items():
+                metrics.setdefault(k, []).append(v)
         return {"episode": {
             "env": _to_tensors(self.env.get_episode_state()),
             "return": float(ep["return"]), "start": int(ep["start"]), "seconds": float(ep["seconds"]),
