@@ -19,6 +19,7 @@ from curlrl.errors import CheckpointError, ConfigError
 from curlrl.jobs.config import TrainConfig
 from curlrl.jobs.divergence import diverged, first_nonfinite, first_nonfinite_parameter
 from curlrl.jobs.episodes import episode_seed, evaluate
+from curlrl.jobs.faults import configured_fault, fault_point
 from curlrl.jobs.rngstate import global_rng_state, set_global_rng_state
 from curlrl.jobs.rundir import CHECKPOINT_VERSION, EVAL_COLUMNS, TRAIN_COLUMNS, TRAIN_KIND, RunDir
 from curlrl.jobs.writer import RunWriter
@@ -119,6 +120,7 @@ class Trainer(RunWriter):
     """Owns one run: env, agent, replay, logs and checkpoints in ``run_dir``."""
 
     def __init__(self, cfg: TrainConfig, run_dir: str | Path, resume: bool = False, quiet: bool = False) -> None:
+        self.fault = configured_fault()  # tests' kill points (curlrl.jobs.faults); None unless set
         super().__init__(cfg, run_dir, quiet)
         random.seed(cfg.seed)
         np.random.seed(cfg.seed)
@@ -168,6 +170,7 @@ class Trainer(RunWriter):
         state.update(self._episode_state())
         # one atomic unit: the agent and its replay, or (until it commits) the previous checkpoint
         self.rundir.save_checkpoint(state, replay=self.replay if self.cfg.save_replay else None)
+        fault_point("checkpoint", self.env_step, self.fault)
 
     def _check_finite(self) -> None:
         """DivergenceError (before anything is written) if a parameter of the agent is not finite."""
@@ -247,6 +250,7 @@ class Trainer(RunWriter):
             self.tb.add_scalar("eval/return_std", float(np.std(returns)), self.env_step)
         self.eval_index += 1
         self.next_eval += cfg.eval_every
+        fault_point("eval", self.env_step, self.fault)
 
     def run(self, stop: StopFlag | None = None) -> dict:
         """Train to ``env_steps``; returns a summary dict (also printed unless quiet).
