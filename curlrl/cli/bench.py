@@ -102,6 +102,9 @@ def _launch(args: argparse.Namespace, suite, overrides, tasks, seeds, variants) 
         if exc.argument not in _OPTIONS:
             raise
         raise ConfigError(exc.for_option(_OPTIONS[exc.argument])) from None
+    except bench.BenchStopped as stop:
+        print(f"curlrl bench: {stop}; run the same command again to resume", file=sys.stderr)
+        return 128 + stop.signal
     except KeyboardInterrupt:
         print("curlrl bench: interrupted; run the same command again to resume", file=sys.stderr)
         return 130

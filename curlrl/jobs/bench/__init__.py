@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Sequence
 
 from curlrl.errors import ConfigError
-from curlrl.jobs.bench.launch import (LAUNCHERS, STALE_MARK, STOP_SIGNALS, STOP_WAIT_S, Report, SlurmOptions,
-                                      TrainJob, execute, launch_local, launch_submitit, make_executor,
+from curlrl.jobs.bench.launch import (LAUNCHERS, STALE_MARK, STOP_SIGNALS, STOP_WAIT_S, BenchStopped, Report,
+                                      SlurmOptions, TrainJob, execute, launch_local, launch_submitit, make_executor,
                                       parse_time_min, progress_line, stop_children, stopped_by,
                                       terminate_children)
 from curlrl.jobs.bench.results import (SUMMARY_COLUMNS, RunResult, RunStatus, duration, run_status,
@@ -34,7 +34,8 @@ from curlrl.jobs.bench.suite import (ENCODER_MODES, SUITES, ArgumentError, RunSp
 from curlrl.jobs.host import usable_cpus
 
 __all__ = ["ENCODER_MODES", "LAUNCHERS", "STALE_MARK", "STOP_SIGNALS", "STOP_WAIT_S", "SUITES", "SUMMARY_COLUMNS",
-           "ArgumentError", "RunResult", "RunSpec", "RunStatus", "SlurmOptions", "Suite", "TrainJob", "encoder_suite",
+           "ArgumentError", "BenchStopped", "RunResult", "RunSpec", "RunStatus", "SlurmOptions", "Suite", "TrainJob",
+           "encoder_suite",
            "execute", "launch_local", "launch_submitit", "load_suite", "make_executor", "parse_seeds",
            "parse_time_min", "plan", "progress_line", "run_bench", "run_status", "stop_children", "stopped_by",
            "summary_table", "terminate_children", "variant_table", "write_summary"]

@@ -15,6 +15,7 @@ of the job step.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -54,6 +55,39 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
 # How long a requeued job's checkpoint() waits for the child to write its checkpoint and exit
 # before SIGKILL; SlurmOptions.signal_delay_s must leave room for it before SLURM's own kill.
 STOP_WAIT_S = 120.0
+
+
+# Set while a local bench stops (a signal, Ctrl-C): no queued run starts any more.
+_STOPPING = threading.Event()
+
+
+class BenchStopped(Exception):
+    """A local bench got SIGTERM or SIGUSR1: its running ``curlrl train`` children were
+    stopped with the same signal (each checkpoints its current step) and no queued run started."""
+
+    def __init__(self, sig: signal.Signals) -> None:
+        super().__init__(f"stopped by {sig.name}")
+        self.signal = sig
+
+
+@contextlib.contextmanager
+def _stop_on_signals() -> Any:
+    """In the main thread: SIGTERM and SIGUSR1 raise :class:`BenchStopped` there (as SIGINT
+    raises KeyboardInterrupt); elsewhere (a test's thread) nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        _STOPPING.set()
+        raise BenchStopped(signal.Signals(signum))
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGUSR1)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 def _auto_device() -> str:
@@ -135,9 +169,13 @@ def execute(spec: RunSpec, ignore_signals: tuple[int, ...] = ()) -> RunResult:
         log.write(f"\n=== curlrl bench: {action} {spec.name} on {socket.gethostname()} at "
                   f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n=== {' '.join(argv)}\n")
         log.flush()
-        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                                preexec_fn=_ignoring(ignore_signals))
-        with _PROCS_LOCK:
+        with _PROCS_LOCK:  # a stop takes the lock too: it sees this child, or this sees the stop
+            if _STOPPING.is_set():
+                log.write("=== curlrl bench: not started: the bench is stopping\n")
+                return RunResult.of(spec, "failed", env_step=status.env_step,
+                                    message="not started: the bench was stopped (re-run the command to start it)")
+            proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                                    preexec_fn=_ignoring(ignore_signals))
             _PROCS.add(proc)
         try:
             rc = proc.wait()
@@ -354,33 +392,54 @@ def make_executor(launcher: str, folder: str | Path, threads: int, slurm: SlurmO
 
 def launch_local(specs: list[RunSpec], workers: int, on_result: Callable[[RunResult], None],
                  report: Report, progress_every: float = 300.0) -> list[RunResult]:
-    """Run ``specs`` in a pool of ``workers`` threads, each waiting on its own subprocess."""
-    results, running = [], {}
+    """Run ``specs`` in a pool of ``workers`` threads, each waiting on its own subprocess.
+
+    SIGTERM or SIGUSR1 to this process (when it runs in the main thread) stops the running
+    children with the same signal, waits for their checkpoints (:func:`stop_children`),
+    starts no queued run and raises :class:`BenchStopped`; Ctrl-C terminates the children."""
+    results: list[RunResult] = []
     pool = ThreadPoolExecutor(max_workers=workers)
+    _STOPPING.clear()
     try:
-        futures = {pool.submit(execute, s): s for s in specs}
-        running = dict(futures)
-        last = time.time()
-        while running:
-            done, _ = wait(list(running), timeout=5.0, return_when=FIRST_COMPLETED)
-            for fut in done:
-                spec = running.pop(fut)
-                try:
-                    res = fut.result()
-                except Exception as exc:  # a bug in the launcher itself, not in the run
-                    res = RunResult.of(spec, "failed", message=f"launcher error: {type(exc).__name__}: {exc}")
-                results.append(res)
-                on_result(res)
-            if progress_every and time.time() - last >= progress_every and running:
-                last = time.time()
-                report(progress_line([s for f, s in running.items() if f.running()]))
+        with _stop_on_signals():
+            _local_loop(pool, specs, results, on_result, report, progress_every)
+    except BenchStopped as stop:
+        for sig in (signal.SIGTERM, signal.SIGUSR1):  # a second signal must not cut the stop short
+            signal.signal(sig, signal.SIG_IGN)
+        report(f"curlrl bench: {stop}; stopping the runs (each checkpoints its current step), starting no other")
+        pool.shutdown(wait=False, cancel_futures=True)
+        codes = stop_children(stop.signal)
+        report(f"curlrl bench: runs stopped (exit codes {codes or '(none running)'}); "
+               f"re-run the same command to resume them")
+        raise
     except KeyboardInterrupt:
+        _STOPPING.set()
         report("curlrl bench: interrupted; stopping runs (re-run the same command to resume them)")
         pool.shutdown(wait=False, cancel_futures=True)
         terminate_children()
         raise
+    finally:
+        _STOPPING.clear()
     pool.shutdown(wait=True)
     return results
+
+
+def _local_loop(pool, specs, results, on_result, report, progress_every) -> None:
+    running = {pool.submit(execute, s): s for s in specs}
+    last = time.time()
+    while running:
+        done, _ = wait(list(running), timeout=5.0, return_when=FIRST_COMPLETED)
+        for fut in done:
+            spec = running.pop(fut)
+            try:
+                res = fut.result()
+            except Exception as exc:  # a bug in the launcher itself, not in the run
+                res = RunResult.of(spec, "failed", message=f"launcher error: {type(exc).__name__}: {exc}")
+            results.append(res)
+            on_result(res)
+        if progress_every and time.time() - last >= progress_every and running:
+            last = time.time()
+            report(progress_line([s for f, s in running.items() if f.running()]))
 
 
 def launch_submitit(specs: list[RunSpec], executor, workers: int | None, on_result: Callable[[RunResult], None],
