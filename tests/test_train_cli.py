@@ -64,6 +64,12 @@ def test_train_writes_every_artifact(full_run):
     ckpt = torch.load(RunDir(run).checkpoint_path, weights_only=True)
     assert ckpt["counters"]["env_step"] == 3200 and ckpt["agent"]["updates"] == 300
     assert "curlrl: cartpole-swingup seed 0: 3200 env steps (400 agent steps, 300 updates)" in res.stdout
+    # what a newcomer needs to read the run: the curve so far, the random policy's score, the plot
+    curve = " | ".join(f"{int(r['env_step'])}: {float(r['return']):.1f}" for r in evals)
+    assert f"  eval return (mean of 1) by env step: {curve}" in res.stdout, res.stdout
+    assert "  for scale, random actions score 140 ± 66 (20 episodes" in res.stdout, res.stdout
+    assert f"  plot: {run / 'eval_curve.png'}  (curlrl plot {run} redraws it)" in res.stdout, res.stdout
+    assert (run / "eval_curve.png").stat().st_size > 0
     # stderr is a pipe here, as in a log file: progress comes as whole lines, not carriage returns
     assert "\r" not in res.stderr
     assert any("3200/3200" in line and "env step" in line for line in res.stderr.splitlines())

@@ -112,6 +112,14 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _plot(args: argparse.Namespace) -> int:
+    from curlrl.jobs.plot import plot_runs
+
+    out = plot_runs(args.run_dirs, args.out, args.label)
+    print(f"curlrl: wrote {out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="curlrl", description="CURL: contrastive pixel RL on DeepMind Control.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -141,6 +149,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-video", action="store_true")
     p.add_argument("--device", default=None, help="override the run's device (e.g. cpu)")
     p.set_defaults(func=_eval)
+
+    p = sub.add_parser("plot", help="PNG of training runs' evaluation return against env steps",
+                       description="Draw the evaluation curve of one or more training runs with the random "
+                                   "policy's return on the task and the paper's results as reference lines. "
+                                   "Example: curlrl plot runs/cartpole-swingup/seed0 (writes "
+                                   "runs/cartpole-swingup/seed0/eval_curve.png)")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    p.add_argument("--out", help="PNG to write (default RUN_DIR/eval_curve.png for one run, "
+                                 "./eval_curves.png for several)")
+    p.add_argument("--label", action="append", help="legend name of each run (once per RUN_DIR)")
+    p.set_defaults(func=_plot)
 
     for module in EXTRA_COMMANDS:
         import_module(module).register(sub)

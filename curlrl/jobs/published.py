@@ -63,6 +63,26 @@ SOURCE = ("CURL paper (Srinivas et al. 2020), Table 1: mean ± std over seeds (C
           "846±103 at 500k, so treat single published means with care.")
 
 
+# Uniformly random actions held for the task's action repeat: the scale a learning curve is
+# read against. Regenerate with `python scripts/random_returns.py` (dm_control's own RNG seeded,
+# episodes from task seed 0: the same numbers on every machine).
+RANDOM_POLICY: dict[str, tuple[float, float, int, int]] = {  # task: (mean, std, episodes, action repeat)
+    "cartpole-swingup": (140.1, 66.3, 20, 8),
+    "cartpole-balance": (273.4, 46.3, 20, 8),
+    "finger-spin": (0.8, 1.7, 20, 2),
+    "walker-walk": (39.8, 7.1, 20, 2),
+    "walker-stand": (130.7, 10.9, 20, 2),
+    "cheetah-run": (13.1, 4.7, 20, 4),
+    "reacher-easy": (71.2, 65.0, 20, 4),
+    "ball_in_cup-catch": (30.4, 86.1, 20, 4),
+}
+
+
+def random_policy(task: str) -> tuple[float, float, int, int] | None:
+    """``(mean, std, episodes, action_repeat)`` of the random policy's return, or None."""
+    return RANDOM_POLICY.get(task)
+
+
 def published(algorithm: str, task: str, env_step: int) -> tuple[float, float] | None:
     """``(mean, std)`` of a published result, or None where the paper gives none."""
     return PUBLISHED.get(algorithm, {}).get(task, {}).get(env_step)
