@@ -5,7 +5,7 @@
 # updates at batch 64 (the agent's encoder: 4 conv layers, 32 filters, 84 px crops).
 #   bash results/objectives-offline/run.sh [OUT] [STEPS]
 #   python results/objectives-offline/table.py OUT > results/objectives-offline/table.md
-# Resumable: a finished pretrain or probe is skipped.
+# Resumable: a finished pretrain or probe is skipped. SEEDS="0 1" / SEEDS=2 split it over two processes.
 set -eu
 OUT=${1:-$HOME/objectives-offline}
 STEPS=${2:-400}
@@ -16,7 +16,7 @@ D=$OUT/data
 grep -qs '"complete": true' "$D/manifest.json" || \
   $C collect cartpole-swingup --episodes 20 --action-repeat 8 --seed 0 --out "$D"
 OBJECTIVES=${OBJECTIVES:-"curl infonce moco byol barlow_twins swav supcon contrastive triplet npair lifted nce"}
-for seed in 0 1 2; do
+for seed in ${SEEDS:-0 1 2}; do
   if [ ! -f "$OUT/random/seed$seed/probe.json" ]; then
     $C probe random "$D" --seed "$seed" --threads 1 --out "$OUT/random/seed$seed"
   fi
