@@ -6,8 +6,9 @@ import copy
 import numpy as np
 import pytest
 import torch
+from conftest import one_line_error
 from test_agent import make_agent, make_batch
-from test_train_cli import TINY, curlrl, one_line_error, rows
+from test_train_cli import TINY, curlrl, rows
 
 from curlrl.jobs.rundir import RunDir
 from curlrl.options import OBJECTIVE_NAMES
@@ -152,7 +153,8 @@ def test_an_objective_run_resumes_like_the_uninterrupted_run(objective, tmp_path
     (["objective=swav", "update_mode=fused", "encoder_adam=shared"], ["does not apply to objective=swav"]),
 ])
 def test_objective_mistakes_get_one_line_and_exit_2(args, needles, tmp_path):
-    one_line_error(curlrl("train", "cartpole-swingup", "--run-dir", str(tmp_path / "r"), *args), *needles)
+    line = one_line_error(curlrl("train", "cartpole-swingup", "--run-dir", str(tmp_path / "r"), *args), *needles)
+    assert line.startswith("curlrl: error:"), line
     assert not (tmp_path / "r").exists()
 
 
@@ -177,5 +179,6 @@ def test_augment_crop_is_the_default_update_and_other_chains_change_it():
     (["augment=jitter"], ["'augment'", "must start with crop or shift"]),
 ])
 def test_augment_mistakes_get_one_line_and_exit_2(args, needles, tmp_path):
-    one_line_error(curlrl("train", "cartpole-swingup", "--run-dir", str(tmp_path / "r"), *args), *needles)
+    line = one_line_error(curlrl("train", "cartpole-swingup", "--run-dir", str(tmp_path / "r"), *args), *needles)
+    assert line.startswith("curlrl: error:"), line
     assert not (tmp_path / "r").exists()

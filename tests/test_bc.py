@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import cli_error
 
-from curlrl.cli import main
 from curlrl.encoder import ForeignEncoder
 from curlrl.errors import ConfigError, DatasetError
 
@@ -71,8 +71,5 @@ def test_bc_refuses_what_it_cannot_do(dataset, tmp_path, capsys):
 
     imageio.mimwrite(videos / "a.mp4", [np.zeros((64, 64, 3), np.uint8)] * 4, fps=5, macro_block_size=1)
     imageio.mimwrite(videos / "b.mp4", [np.zeros((64, 64, 3), np.uint8)] * 4, fps=5, macro_block_size=1)
-    assert main(["bc", "byo_encoder:make", str(videos), "--task", "cartpole-swingup"]) == 2
-    err = capsys.readouterr().err.strip()
-    assert "needs actions" in err and "\n" not in err
-    assert main(["bc", "byo_encoder:make", str(dataset), "--demos", "0"]) == 2
-    assert "--demos must be >= 1" in capsys.readouterr().err
+    cli_error(capsys, ["bc", "byo_encoder:make", str(videos), "--task", "cartpole-swingup"], "needs actions")
+    cli_error(capsys, ["bc", "byo_encoder:make", str(dataset), "--demos", "0"], "--demos must be >= 1")

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import HANG_TIMEOUT_S
+from conftest import HANG_TIMEOUT_S, cli_error
 
 from curlrl.jobs import bench
 from curlrl.cli import main
@@ -160,13 +160,11 @@ def test_failed_run_is_reported(tmp_path):
 
 
 def test_user_mistakes_exit_2_before_launching(tmp_path, capsys):
-    assert main(["bench", "--out", str(tmp_path / "x"), "batch_sise=16"]) == 2
-    assert "batch_sise" in capsys.readouterr().err
+    cli_error(capsys, ["bench", "--out", str(tmp_path / "x"), "batch_sise=16"], "batch_sise")
     assert not (tmp_path / "x").exists()
-    assert main(["bench", "--out", str(tmp_path / "x"), "--suite", "nope"]) == 2
-    assert main(["bench", "--out", str(tmp_path / "x"), "seed=3"]) == 2
-    assert "--seeds" in capsys.readouterr().err
-    assert main(["bench", "--out", str(tmp_path / "x"), "--workers", "0"]) == 2
+    cli_error(capsys, ["bench", "--out", str(tmp_path / "x"), "--suite", "nope"])
+    cli_error(capsys, ["bench", "--out", str(tmp_path / "x"), "seed=3"], "--seeds")
+    cli_error(capsys, ["bench", "--out", str(tmp_path / "x"), "--workers", "0"])
 
 
 def test_suite_file_and_plan(tmp_path):
@@ -219,21 +217,16 @@ def test_parse_time_and_slurm_executor(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_bench_resumes_after_kill_9(tmp_path):
-    """Kill the whole bench (launcher and its training processes) once a run has checkpointed."""
+    """Kill the whole bench (launcher and its training process) right after the run's
+    checkpoint at env step 1000, as a node dying would; a second bench resumes it."""
     out = tmp_path / "b"
     argv = [sys.executable, "-m", "curlrl.cli", "bench", "--tasks", "cartpole-swingup", "--seeds", "1",
             "--workers", "1", "--out", str(out), "env_steps=1600", *TINY]
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+                          env={**os.environ, "CURLRL_FAULT": "checkpoint:1000:KILL:group"}, timeout=HANG_TIMEOUT_S)
+    assert proc.returncode == -signal.SIGKILL
     run_dir = out / "runs" / "cartpole-swingup" / "seed0"
-    deadline = time.time() + 300
-    while time.time() < deadline and proc.poll() is None:
-        step = RunDir(run_dir).checkpoint_env_step() if RunDir(run_dir).has_checkpoint() else None
-        if step is not None and step < 1600:
-            break
-        time.sleep(0.2)
-    assert proc.poll() is None, "the run finished before it could be killed"
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    assert RunDir(run_dir).checkpoint_env_step() == 1000
     rc, text = _cli(["bench", "--tasks", "cartpole-swingup", "--seeds", "1", "--workers", "1",
                      "--out", str(out), "env_steps=1600", *TINY])
     assert rc == 0, text
@@ -242,8 +235,8 @@ def test_bench_resumes_after_kill_9(tmp_path):
 
 
 def test_unknown_task_is_refused_up_front(tmp_path, capsys):
-    assert main(["bench", "--tasks", "cartpole-swingup", "walker-fly", "--out", str(tmp_path / "x")]) == 2
-    assert "walker-fly" in capsys.readouterr().err
+    cli_error(capsys, ["bench", "--tasks", "cartpole-swingup", "walker-fly", "--out", str(tmp_path / "x")],
+              "walker-fly")
     assert not (tmp_path / "x").exists()
 
 
@@ -270,14 +263,13 @@ def test_argument_mistakes_name_the_flag_only_in_the_cli(tmp_path, capsys):
     with pytest.raises(bench.ArgumentError) as info:
         bench.SlurmOptions(cpus=0)
     assert (info.value.argument, str(info.value)) == ("cpus", "cpus must be > 0, got 0")
-    assert main(["bench", "--out", str(tmp_path / "x"), "--cpus", "0"]) == 2
-    assert "--cpus must be > 0, got 0" in capsys.readouterr().err
+    cli_error(capsys, ["bench", "--out", str(tmp_path / "x"), "--cpus", "0"], "--cpus must be > 0, got 0")
     # seeds from a suite file are the file's mistake, not --seeds'
     path = tmp_path / "suite.yaml"
     path.write_text("tasks: [cartpole-swingup]\nenv_steps: 1000\nseeds: 0\n")
-    assert main(["bench", "--out", str(tmp_path / "x"), "--suite", str(path)]) == 2
-    err = capsys.readouterr().err
-    assert f"suite file {path}: the number of seeds must be > 0" in err and "--seeds" not in err
+    line = cli_error(capsys, ["bench", "--out", str(tmp_path / "x"), "--suite", str(path)],
+                     f"suite file {path}: the number of seeds must be > 0")
+    assert "--seeds" not in line, line
     assert not (tmp_path / "x").exists()
 
 
@@ -296,55 +288,29 @@ def _submitit_tasks(folder: Path) -> list[int]:
     return pids
 
 
-def test_submitit_job_requeues_on_its_signal_and_resumes(tmp_path):
+def test_submitit_job_requeues_on_its_signal_and_resumes(tmp_path, monkeypatch):
     """A submitit-local job signalled (as SLURM does at the time limit or on preemption) stops
-    its `curlrl train`, is requeued, resumes from the checkpoint and is counted once."""
-    import threading
+    its `curlrl train`, is requeued, resumes from the checkpoint and is counted once.
 
+    The signal comes from the training process itself, right after its checkpoint at env step
+    1000, to its parent (the submitit job) and then to itself, as SLURM signals every process
+    of a job: the child must ignore it (it would die of USR2 otherwise) and be stopped by the
+    job with SIGUSR1 instead."""
     out = tmp_path / "b"
     run_dir = out / "runs" / "cartpole-swingup" / "seed0"
-    folder = out / "submitit"
-    signalled: list[int] = []
-    ignoring: list[bool] = []
-    stop = threading.Event()
-
-    def interrupt_once_checkpointed() -> None:
-        deadline = time.time() + HANG_TIMEOUT_S
-        while not stop.is_set() and time.time() < deadline:
-            rd = RunDir(run_dir)
-            step = rd.checkpoint_env_step() if rd.has_checkpoint() else None
-            pids = _submitit_tasks(folder)
-            if step is not None and 0 < step < 1600 and len(pids) == 1:
-                children = Path(f"/proc/{pids[0]}/task/{pids[0]}/children").read_text().split()
-                for child in children:  # curlrl train ignores the USR2 SLURM sends every process of the job
-                    status = Path(f"/proc/{child}/status").read_text()
-                    sig_ign = int(next(ln for ln in status.splitlines() if ln.startswith("SigIgn:")).split()[1], 16)
-                    ignoring.append(bool(sig_ign >> (signal.SIGUSR2 - 1) & 1))
-                signalled.append(step)
-                os.kill(pids[0], signal.SIGUSR2)  # submitit's requeue signal (what LocalJob._interrupt sends)
-                return
-            time.sleep(0.2)
-
-    watcher = threading.Thread(target=interrupt_once_checkpointed, daemon=True)
-    watcher.start()
+    monkeypatch.setenv("CURLRL_FAULT", "checkpoint:1000:USR2:job")  # submitit's requeue signal
     lines: list[str] = []
-    try:
-        results = bench.run_bench(bench.load_suite("planet100k"), out, ["env_steps=1600", *TINY],
-                                  ["cartpole-swingup"], seeds=1, workers=1, launcher="submitit-local",
-                                  report=lines.append, progress_every=0)
-    finally:
-        stop.set()
-        watcher.join()
+    results = bench.run_bench(bench.load_suite("planet100k"), out, ["env_steps=1600", *TINY],
+                              ["cartpole-swingup"], seeds=1, workers=1, launcher="submitit-local",
+                              report=lines.append, progress_every=0)
     text = "\n".join(lines)
-    assert signalled, f"the run finished before it could be signalled\n{text}"
-    assert ignoring == [True]
     assert [(r.outcome, r.env_step) for r in results] == [("resumed", 1600)], text
     assert "1 runs: 0 done, 1 resumed, 0 already finished, 0 failed" in text
     log = (out / "logs" / "cartpole-swingup" / "seed0.log").read_text()
     assert "job signalled (time limit or preemption)" in log and "requeued" in log
     resumed_from = [int(ln.split("resume from env step ")[1].split()[0])
                     for ln in log.splitlines() if "resume from env step" in ln]
-    assert len(resumed_from) == 1 and 0 < signalled[0] <= resumed_from[0] < 1600, log
+    assert len(resumed_from) == 1 and 1000 <= resumed_from[0] < 1600, log
     assert RunDir(run_dir).checkpoint_env_step() == 1600
     assert _eval_steps(run_dir) == [0, 800, 1600]  # no evaluation lost or repeated
     with open(run_dir / "train.csv", newline="") as fh:
@@ -361,7 +327,8 @@ def test_stop_signal_exit_codes():
 
 def test_stop_children_waits_for_a_clean_stop_then_kills(monkeypatch):
     """stop_children: a child that stops cleanly on SIGUSR1 (the contract of `curlrl train`)
-    is waited for; one that ignores it is killed once the wait is over."""
+    is waited for; one that ignores it is killed once the wait is over. (The clean child's wait
+    is a hang guard: no clock decides which of the two happens.)"""
     from curlrl.jobs.bench import launch
 
     clean = ("import signal, sys, time\n"
@@ -371,13 +338,13 @@ def test_stop_children_waits_for_a_clean_stop_then_kills(monkeypatch):
     deaf = ("import signal, time\nsignal.signal(signal.SIGUSR1, signal.SIG_IGN)\n"
             "print('ready', flush=True)\ntime.sleep(60)\n")
     monkeypatch.setattr(launch, "_PROCS", set())
-    for code, wait_s, expected in [(clean, 30.0, [128 + signal.SIGUSR1]), (deaf, 1.0, [-signal.SIGKILL])]:
+    for code, wait_s, expected in [(clean, float(HANG_TIMEOUT_S), [128 + signal.SIGUSR1]),
+                                   (deaf, 1.0, [-signal.SIGKILL])]:
         proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
         assert proc.stdout.readline().strip() == "ready"
         launch._PROCS.add(proc)
-        t0 = time.time()
         assert bench.stop_children(signal.SIGUSR1, wait_s) == expected
-        assert time.time() - t0 < 10 and proc.returncode == expected[0]
+        assert proc.returncode == expected[0]
         launch._PROCS.discard(proc)
         proc.stdout.close()
     assert bench.stop_children(signal.SIGUSR1, 1.0) == []
@@ -391,19 +358,24 @@ def test_train_job_checkpoint_returns_the_same_call(tmp_path, monkeypatch):
 
     spec = bench.RunSpec("cartpole-swingup", 0, str(tmp_path / "run"), str(tmp_path / "seed0.log"), [], 1600, 1,
                          "cpu")
-    # dies of SIGUSR1 (no handler); on its own it exits 143 after a second, like a train stopping on SIGTERM
-    child = "import sys, time\nprint('ready', flush=True)\ntime.sleep(1)\nsys.exit(143)\n"
+    # dies of SIGUSR1 (no handler); told to on its stdin, it exits 143, like a train stopping on SIGTERM
+    child = "import sys\nprint('ready', flush=True)\nsys.stdin.readline()\nsys.exit(143)\n"
     monkeypatch.setattr(launch, "_PROCS", set())
-    for sigterm_at, code, how in [(None, -signal.SIGUSR1, "sent SIGUSR1"),
-                                  (time.time(), 143, "already stopping on SIGTERM")]:
-        proc = subprocess.Popen([sys.executable, "-c", child], stdout=subprocess.PIPE, text=True)
+    for already_stopping, code, how in [(False, -signal.SIGUSR1, "sent SIGUSR1"),
+                                        (True, 143, "already stopping on SIGTERM")]:
+        proc = subprocess.Popen([sys.executable, "-c", child], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                text=True)
         assert proc.stdout.readline().strip() == "ready"
         launch._PROCS.add(proc)
-        job = bench.TrainJob(stop_wait_s=30)
-        job._sigterm_at = sigterm_at
+        job = bench.TrainJob(stop_wait_s=HANG_TIMEOUT_S)  # a hang guard: the child exits on its own or by USR1
+        if already_stopping:  # SLURM's SIGTERM reached the job (and the child, which is now stopping)
+            job._sigterm_at = time.time()
+            proc.stdin.write("stop\n")
+            proc.stdin.flush()
         delayed = job.checkpoint(spec)
         assert proc.returncode == code
         assert isinstance(delayed.function, bench.TrainJob) and delayed.args == (spec,)
         assert f"curlrl train {how}, exit codes [{code}]; requeued" in Path(spec.log_path).read_text()
         launch._PROCS.discard(proc)
+        proc.stdin.close()
         proc.stdout.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import cli_error
 
 import offline_data
 from curlrl.agents import AgentConfig, CurlSacAgent
@@ -137,9 +138,8 @@ def test_load_encoder_and_probe_of_a_trunk_run(tuned_run, dataset, tmp_path):
 
 def test_export_of_a_trunk_run_is_one_line(tuned_run, tmp_path, capsys):
     out = tmp_path / "e.safetensors"
-    assert main(["export", str(tuned_run), "--out", str(out)]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("curlrl: error:") and err.count("\n") == 1 and "bring-your-own trunk does not fit" in err, err
+    line = cli_error(capsys, ["export", str(tuned_run), "--out", str(out)], "bring-your-own trunk does not fit")
+    assert line.startswith("curlrl: error:"), line
     assert not out.exists()
 
 
@@ -169,7 +169,6 @@ def test_config_mistakes(extra, needle):
 ])
 def test_train_mistakes_are_one_line_before_any_checkpoint(extra, needle, tmp_path, capsys):
     run = tmp_path / "run"
-    assert main(["train", offline_data.TASK, *ARGS, *extra, "--run-dir", str(run)]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("curlrl: error:") and err.count("\n") == 1 and needle in err, err
+    line = cli_error(capsys, ["train", offline_data.TASK, *ARGS, *extra, "--run-dir", str(run)], needle)
+    assert line.startswith("curlrl: error:"), line
     assert not RunDir(run).has_checkpoint()

@@ -5,6 +5,7 @@ import argparse
 
 import pytest
 import yaml
+from conftest import cli_error
 
 from curlrl.cli import main, place_positional
 
@@ -45,11 +46,8 @@ def test_config_takes_the_task_after_an_override(capsys):
 
 @pytest.mark.parametrize("command", ["train", "config"])
 def test_an_override_alone_is_not_a_task(command, capsys):
-    with pytest.raises(SystemExit) as info:
-        main([command, "batch_size=64"])
-    assert info.value.code == 2
-    err = capsys.readouterr().err
-    assert err == f"curlrl {command}: error: a TASK is required (e.g. cartpole-swingup)\n"
+    line = cli_error(capsys, [command, "batch_size=64"])
+    assert line == f"curlrl {command}: error: a TASK is required (e.g. cartpole-swingup)", line
 
 
 @pytest.fixture
@@ -100,7 +98,6 @@ def test_pretrain_resume_takes_a_lone_override(captured, tmp_path):
 
 
 def test_pretrain_without_a_data_dir_is_one_line(captured, tmp_path, capsys):
-    assert main(["pretrain", "steps=5", "--run-dir", str(tmp_path / "r")]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("curlrl: error: a DATA_DIR is required") and err.count("\n") == 1, err
+    line = cli_error(capsys, ["pretrain", "steps=5", "--run-dir", str(tmp_path / "r")], "a DATA_DIR is required")
+    assert line.startswith("curlrl: error: a DATA_DIR is required"), line
     assert captured == {} and not (tmp_path / "r").exists()

@@ -8,13 +8,12 @@ import sys
 import numpy as np
 import pytest
 
-from curlrl.cli import main
 from curlrl.datasets import load_dataset, save_episode, split_episodes
 from curlrl.errors import DatasetError
 from curlrl.jobs.rundir import RunDir
 
 import offline_data
-from conftest import HANG_TIMEOUT_S
+from conftest import HANG_TIMEOUT_S, cli_error, one_line_error
 
 
 def test_collect_writes_single_frames_state_actions_and_manifest(dataset):
@@ -56,8 +55,8 @@ def test_split_is_by_episode_and_deterministic():
 
 
 def test_collect_refuses_an_existing_dataset(dataset, capsys):
-    assert main(["collect", "cartpole-swingup", "--episodes", "1", "--out", str(dataset)]) == 2
-    assert "already holds a dataset" in capsys.readouterr().err
+    cli_error(capsys, ["collect", "cartpole-swingup", "--episodes", "1", "--out", str(dataset)],
+              "already holds a dataset")
 
 
 def _episode(path, t=4, size=8, state_dim=5):
@@ -95,10 +94,8 @@ def test_bad_datasets_give_one_line_and_exit_2(tmp_path, capsys, case, command):
     run_dir = tmp_path / "run"
     argv = (["pretrain", str(path), "--run-dir", str(run_dir)] if command == "pretrain"
             else ["probe", "random", str(path), "--out", str(run_dir)])
-    assert main(argv) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("curlrl: error:") and why in err and err.count("\n") == 1, err
-    assert "Traceback" not in err
+    line = cli_error(capsys, argv, why)
+    assert line.startswith("curlrl: error:"), line
     # nothing that looks like a finished output
     assert not RunDir(run_dir).has_checkpoint() and not (run_dir / "probe.json").exists()
 
@@ -107,9 +104,7 @@ def test_bad_dataset_through_the_real_cli_process(tmp_path):
     path, _ = _bad_datasets(tmp_path)["corrupt"]
     res = subprocess.run([sys.executable, "-m", "curlrl.cli", "probe", "random", str(path), "--out",
                           str(tmp_path / "o")], capture_output=True, text=True, timeout=HANG_TIMEOUT_S)
-    assert res.returncode == 2
-    assert res.stderr.strip().count("\n") == 0 and "Traceback" not in res.stderr
-    assert "corrupt or truncated" in res.stderr
+    one_line_error(res, "corrupt or truncated")
 
 
 def test_load_dataset_error_names_the_file(tmp_path):
@@ -147,7 +142,7 @@ def test_collect_policy_without_a_checkpoint_is_one_line(tmp_path, capsys):
     run.mkdir()
     (run / "config.yaml").write_text(f"task: {offline_data.TASK}\nimage_size: 64\ncrop_size: 56\n")
     out = tmp_path / "d"
-    assert main(["collect", offline_data.TASK, "--episodes", "1", "--policy", str(run), "--out", str(out)]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("curlrl: error: checkpoint") and "does not exist" in err and err.count("\n") == 1, err
+    line = cli_error(capsys, ["collect", offline_data.TASK, "--episodes", "1", "--policy", str(run), "--out", str(out)],
+                     "does not exist")
+    assert line.startswith("curlrl: error: checkpoint"), line
     assert not out.exists()

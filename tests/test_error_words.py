@@ -6,9 +6,9 @@ A Python caller of ``collect(episodes=0)`` never passed ``--episodes``; a user o
 from __future__ import annotations
 
 import pytest
+from conftest import cli_error
 
 from curlrl.jobs import bench, collect, evaluate, export, probe, report
-from curlrl.cli import main
 from curlrl.errors import CurlrlError
 
 SUITE = bench.Suite("s", ["cartpole-swingup"], 1000, [0])
@@ -102,7 +102,6 @@ CLI_CASES = {
 @pytest.mark.parametrize("case", sorted(CLI_CASES))
 def test_cli_errors_name_the_flag_on_one_line(case, tmp_path, capsys):
     argv, needle = CLI_CASES[case]
-    assert main(argv(tmp_path)) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("curlrl: error:") and needle in err and err.count("\n") == 1, err
+    line = cli_error(capsys, argv(tmp_path), needle)
+    assert line.startswith("curlrl: error:"), line
     assert not (tmp_path / "b").exists() and not (tmp_path / "d").exists() and not (tmp_path / "r").exists()

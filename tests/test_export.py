@@ -18,7 +18,7 @@ from curlrl.errors import CheckpointError, ConfigError
 from curlrl.jobs.rundir import RunDir
 
 import offline_data
-from conftest import HANG_TIMEOUT_S
+from conftest import HANG_TIMEOUT_S, cli_error
 
 
 @pytest.fixture(scope="session")
@@ -70,10 +70,8 @@ def test_from_pretrained_errors_are_checkpoint_errors(tmp_path, pretrain_export)
 
 
 def test_export_cli_errors(tmp_path, capsys):
-    assert main(["export", str(tmp_path), "--out", str(tmp_path / "e.safetensors")]) == 2
-    assert "not a curlrl run directory" in capsys.readouterr().err
-    assert main(["export", str(tmp_path), "--out", str(tmp_path / "e.pt")]) == 2
-    assert "must end in .safetensors" in capsys.readouterr().err
+    cli_error(capsys, ["export", str(tmp_path), "--out", str(tmp_path / "e.safetensors")], "not a curlrl run directory")
+    cli_error(capsys, ["export", str(tmp_path), "--out", str(tmp_path / "e.pt")], "must end in .safetensors")
     assert not list(tmp_path.iterdir())
 
 
@@ -177,11 +175,9 @@ def test_resume_and_eval_do_not_read_a_moved_export(pretrain_export, tmp_path, m
 
 def test_train_with_an_export_of_another_shape_is_one_line(pretrain_export, tmp_path, capsys):
     run = tmp_path / "run"
-    rc = main(["train", "cartpole-swingup", f"encoder_init={pretrain_export[1]}", "image_size=64", "crop_size=60",
-               "num_layers=2", "num_filters=16", "threads=1", "--run-dir", str(run)])
-    assert rc == 2
-    err = capsys.readouterr().err
-    assert "has another shape: obs_shape [9, 56, 56] (expected [9, 60, 60])" in err and err.count("\n") == 1
+    cli_error(capsys, ["train", "cartpole-swingup", f"encoder_init={pretrain_export[1]}", "image_size=64",
+                       "crop_size=60", "num_layers=2", "num_filters=16", "threads=1", "--run-dir", str(run)],
+              "has another shape: obs_shape [9, 56, 56] (expected [9, 60, 60])")
     assert not (run / "checkpoints").exists()
 
 
@@ -195,9 +191,8 @@ def test_collect_with_a_trained_policy(train_run, tmp_path):
 
 
 def test_collect_policy_settings_must_match(train_run, tmp_path, capsys):
-    assert main(["collect", "cartpole-swingup", "--episodes", "1", "--policy", str(train_run),
-                 "--action-repeat", "4", "--out", str(tmp_path / "d")]) == 2
-    assert "differs from the policy's 20" in capsys.readouterr().err
+    cli_error(capsys, ["collect", "cartpole-swingup", "--episodes", "1", "--policy", str(train_run),
+                       "--action-repeat", "4", "--out", str(tmp_path / "d")], "differs from the policy's 20")
     assert not (tmp_path / "d").exists()
 
 

@@ -5,6 +5,7 @@ import csv
 
 import pytest
 import torch
+from conftest import cli_error
 
 import curlrl.augment
 import curlrl.objectives
@@ -105,10 +106,9 @@ def test_cli_refuses_to_overwrite_a_run(dataset, tmp_path, capsys):
     args = ["pretrain", str(dataset), *offline_data.SMALL, "steps=2", "batch_size=16", "--run-dir", str(run)]
     assert main(args) == 0
     capsys.readouterr()
-    assert main(args) == 2
-    assert "already holds a pretrain run" in capsys.readouterr().err
-    assert main(["pretrain", str(dataset), "--run-dir", str(tmp_path / "r2"), "bogus=1"]) == 2
-    assert "unknown config key 'bogus'" in capsys.readouterr().err
+    cli_error(capsys, args, "already holds a pretrain run")
+    cli_error(capsys, ["pretrain", str(dataset), "--run-dir", str(tmp_path / "r2"), "bogus=1"],
+              "unknown config key 'bogus'")
 
 
 def test_crop_larger_than_the_dataset_frames_is_an_error(dataset, tmp_path):

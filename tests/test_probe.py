@@ -5,6 +5,7 @@ import json
 
 import numpy as np
 import pytest
+from conftest import cli_error
 
 from curlrl.cli import main
 from curlrl.jobs.probe import knn_r2, ridge_r2, run_probe
@@ -76,7 +77,6 @@ def test_probe_random_train_run_and_export(dataset, tmp_path_factory, tmp_path):
 
 
 def test_encoder_larger_than_the_frames_is_one_line(dataset, tmp_path, capsys):
-    assert main(["probe", "random", str(dataset), "--out", str(tmp_path / "o")]) == 2  # 84 > 64
-    err = capsys.readouterr().err
-    assert "larger than the dataset's frames" in err and err.count("\n") == 1
+    cli_error(capsys, ["probe", "random", str(dataset), "--out", str(tmp_path / "o")],  # 84 > 64
+              "larger than the dataset's frames")
     assert not (tmp_path / "o" / "probe.json").exists()

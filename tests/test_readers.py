@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import cli_error
 
 from curlrl import readers
 from curlrl.cli import main
@@ -171,9 +172,8 @@ def test_pretrain_on_videos_and_probe_says_state_is_missing(tmp_path, capsys):
     saved = RunDir(run).read_config()
     assert saved["data_format"] == "auto" and saved["image_size"] == 0
     capsys.readouterr()
-    assert main(["probe", str(run), str(tmp_path / "vids"), "--out", str(tmp_path / "p")]) == 2
-    err = capsys.readouterr().err.strip()
-    assert "need the true state" in err and "videos format" in err and "\n" not in err, err
+    cli_error(capsys, ["probe", str(run), str(tmp_path / "vids"), "--out", str(tmp_path / "p")],
+              "need the true state", "videos format")
     assert not (tmp_path / "p").exists()
 
 

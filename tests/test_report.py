@@ -9,6 +9,7 @@ import csv
 import numpy as np
 import pytest
 import yaml
+from conftest import cli_error
 
 from curlrl.jobs import config as config_mod
 from curlrl.jobs import report
@@ -182,18 +183,15 @@ def test_labels_export_and_reimport(runs, tmp_path):
 
 
 def test_report_user_mistakes(runs, tmp_path, capsys):
-    assert main(["report", str(tmp_path / "nope"), "--out", str(tmp_path / "r")]) == 2
-    assert "does not exist" in capsys.readouterr().err
+    cli_error(capsys, ["report", str(tmp_path / "nope"), "--out", str(tmp_path / "r")], "does not exist")
     (tmp_path / "empty").mkdir()
-    assert main(["report", str(tmp_path / "empty"), "--out", str(tmp_path / "r")]) == 2
-    assert "no runs" in capsys.readouterr().err
-    assert main(["report", str(runs / "curl"), str(runs / "ablation"), "--label", "a", "--label", "b",
-                 "--label", "c", "--out", str(tmp_path / "r")]) == 2
-    assert main(["report", str(runs / "curl"), "--steps", "soon", "--out", str(tmp_path / "r")]) == 2
+    cli_error(capsys, ["report", str(tmp_path / "empty"), "--out", str(tmp_path / "r")], "no runs")
+    cli_error(capsys, ["report", str(runs / "curl"), str(runs / "ablation"), "--label", "a", "--label", "b",
+                       "--label", "c", "--out", str(tmp_path / "r")])
+    cli_error(capsys, ["report", str(runs / "curl"), "--steps", "soon", "--out", str(tmp_path / "r")])
     bad = tmp_path / "bad.csv"
     bad.write_text("x,y\n1,2\n")
-    assert main(["report", str(bad), "--out", str(tmp_path / "r")]) == 2
-    assert "not a curlrl report export" in capsys.readouterr().err
+    cli_error(capsys, ["report", str(bad), "--out", str(tmp_path / "r")], "not a curlrl report export")
 
 
 def test_bootstrap_is_reproducible_and_leaves_global_rng_alone():

@@ -7,6 +7,7 @@ import shutil
 
 import pytest
 import torch
+from conftest import cli_error
 
 from curlrl.checkpoint import atomic_save, safe_load
 from curlrl.cli import main
@@ -166,13 +167,6 @@ def pretrain_run(tmp_path_factory, dataset):
     return run
 
 
-def _one_line(capsys, *needles):
-    err = capsys.readouterr().err
-    assert err.startswith("curlrl: error:") and err.count("\n") == 1, err
-    for n in needles:
-        assert n in err, err
-
-
 def test_a_run_of_the_other_kind_is_named_not_misread(train_run, pretrain_run, tmp_path, capsys):
     from curlrl.jobs import config as config_mod
     from curlrl.jobs.evaluate import evaluate_run
@@ -183,12 +177,15 @@ def test_a_run_of_the_other_kind_is_named_not_misread(train_run, pretrain_run, t
     with pytest.raises(CheckpointError, match=f"checkpoint {pt_ckpt} belongs to an encoder pretraining run, "
                                               f"not an agent training run"):
         evaluate_run(pretrain_run, episodes=1, video=False)
-    assert main(["eval", str(pretrain_run), "--episodes", "1", "--no-video"]) == 2
-    _one_line(capsys, str(pt_ckpt), "belongs to an encoder pretraining run")
-    assert main(["train", "--resume", "--run-dir", str(pretrain_run)]) == 2
-    _one_line(capsys, str(pt_ckpt), "belongs to an encoder pretraining run")
-    assert main(["pretrain", "--resume", "--run-dir", str(train_run)]) == 2
-    _one_line(capsys, str(tr_ckpt), "belongs to an agent training run, not an encoder pretraining run")
+    for argv, needles in (
+            (["eval", str(pretrain_run), "--episodes", "1", "--no-video"],
+             (str(pt_ckpt), "belongs to an encoder pretraining run")),
+            (["train", "--resume", "--run-dir", str(pretrain_run)],
+             (str(pt_ckpt), "belongs to an encoder pretraining run")),
+            (["pretrain", "--resume", "--run-dir", str(train_run)],
+             (str(tr_ckpt), "belongs to an agent training run, not an encoder pretraining run"))):
+        line = cli_error(capsys, argv, *needles)
+        assert line.startswith("curlrl: error:"), line
     # the library, given a config of the right kind but the other kind's directory
     cfg = config_mod.resolve(offline_data.TASK, overrides=offline_data.TRAIN_SMALL)
     with pytest.raises(CheckpointError, match="belongs to an encoder pretraining run"):

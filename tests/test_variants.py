@@ -12,6 +12,7 @@ import io
 import pytest
 import torch
 import yaml
+from conftest import assert_one_line
 
 from curlrl.cli import main
 from curlrl.encoder import PixelEncoder
@@ -102,13 +103,13 @@ def test_command_line_may_not_erase_a_variant(tmp_path):
     with pytest.raises(bench.ArgumentError, match="would replace what variant 'small' sets"):
         bench.plan(bench.load_suite(str(path)), tmp_path, overrides=["feature_dim=30"])
     rc, text = _cli(["bench", "--suite", str(path), "--out", str(tmp_path / "o"), "feature_dim=30"])
-    assert rc == 2 and "feature_dim= would replace what variant 'small' sets" in text
+    assert_one_line(rc, text, "feature_dim= would replace what variant 'small' sets")
     rc, text = _cli(["bench", "--suite", str(path), "--out", str(tmp_path / "o"), "label=all"])
-    assert rc == 2 and "label= would replace what variant 'small' sets" in text
+    assert_one_line(rc, text, "label= would replace what variant 'small' sets")
     rc, text = _cli(["bench", "--suite", str(path), "--out", str(tmp_path / "o"), "--variants", "small,nope"])
-    assert rc == 2 and "--variants small,nope: choose each once from small, wide-b.1, plain" in text
+    assert_one_line(rc, text, "--variants small,nope: choose each once from small, wide-b.1, plain")
     rc, text = _cli(["bench", "--suite", "planet100k", "--out", str(tmp_path / "o"), "--variants", "a"])
-    assert rc == 2 and "--variants: suite 'planet100k' has no variants" in text
+    assert_one_line(rc, text, "--variants: suite 'planet100k' has no variants")
     assert not (tmp_path / "o").exists()
 
 
@@ -248,6 +249,5 @@ def test_rl_bad_input_gets_one_line(tmp_path, rl_runs):
         (["rl", str(rl_runs["enc"]), "cartpole-swingup", "--config", str(nan_config)], "env_steps must be a number"),
     ]:
         rc, text = _cli([*argv, "--out", str(out)])
-        assert rc == 2, (argv, text)
-        assert words in text and len(text.strip().splitlines()) == 1, (argv, text)
+        assert_one_line(rc, text, words)
     assert not out.exists()
