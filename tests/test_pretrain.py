@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 
+import numpy as np
 import pytest
 import torch
 from conftest import cli_error
@@ -76,6 +77,14 @@ def test_temporal_positive_is_the_stack_k_steps_later(dataset, tmp_path):
         # every anchor has its positive 3 frames later in the same episode
         assert anchor.shape == positive.shape and not torch.equal(anchor, positive)
         assert (d.episode[trainer.anchors + 3] == d.episode[trainer.anchors]).all()
+        # against the dataset's frames themselves: a stack's newest frame is the drawn frame
+        # (anchor) or the one 3 steps later (positive), the frame before it one step earlier
+        t = trainer.labels
+        frames = torch.from_numpy(d.frames)
+        assert torch.equal(anchor[:, -3:].cpu(), frames[t]) and torch.equal(positive[:, -3:].cpu(), frames[t + 3])
+        assert torch.equal(positive[:, -6:-3].cpu(), frames[t + 2])
+        first = t == d.start[d.episode[t]]  # an episode's first frame is repeated, as the env does at reset
+        assert torch.equal(anchor[:, -6:-3].cpu(), frames[np.where(first, t, t - 1)])
         held_out = set(trainer.holdout_episodes)
         assert not held_out & set(d.episode[trainer.anchors].tolist())  # held-out episodes unseen
     finally:

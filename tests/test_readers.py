@@ -193,8 +193,11 @@ def test_pretraining_on_several_datasets_draws_them_by_the_stated_rule(tmp_path)
         job = Pretrainer(cfg, tmp_path / f"run-{mix}", quiet=True)
         try:
             assert len(job.data.names) == 8 and job.data.names[0] == f"{small}/0.npz"
-            drawn = np.concatenate([job.rng.choice(job.anchors, size=8, replace=False, p=job.anchor_p)
-                                    for _ in range(400)])
+            drawn = []
+            for _ in range(400):  # the pretraining run's own sampler; it records what it drew
+                job.sample()
+                drawn.append(job.labels)
+            drawn = np.concatenate(drawn)
             from_small = np.mean(job.data.source[job.data.episode[drawn]] == 0)
             assert abs(from_small - share) < 0.04, (mix, from_small)
         finally:
