@@ -30,5 +30,5 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
 .venv/bin/python -m pip install -q torch==2.13.0
-.venv/bin/python -m pip install -q -e ".[test,sb3]"
+.venv/bin/python -m pip install -q -e ".[test,sb3,atari]"
 echo "setup: ready ($(.venv/bin/python -c 'import torch, curlrl; print("curlrl", curlrl.__version__, "torch", torch.__version__)'))"

@@ -5,8 +5,9 @@ import os
 
 import pytest
 
-# module -> the extra of pyproject.toml that installs it (scripts/setup.sh installs test and sb3)
-EXTRAS = {"stable_baselines3": "sb3", "pytorch_metric_learning": "test", "h5py": "test"}
+# module -> the extra of pyproject.toml that installs it (scripts/setup.sh installs test, sb3 and atari)
+EXTRAS = {"stable_baselines3": "sb3", "pytorch_metric_learning": "test", "h5py": "test", "ale_py": "atari",
+          "cv2": "atari"}
 
 
 @pytest.mark.skipif(os.environ.get("CI", "").lower() not in ("1", "true"), reason="CI only (CI=true)")
