@@ -11,7 +11,7 @@ import os
 import pickle
 import zipfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, Iterator
 
 from curlrl.errors import CheckpointError, first_line
 
@@ -29,20 +29,11 @@ def atomic_save(obj: Any, path: str | os.PathLike) -> None:
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        with open(tmp, "wb") as fh:
-            try:
-                torch.save(obj, fh)
-            except RuntimeError as exc:  # torch's zip writer reports a failed write (ENOSPC, EFBIG) this way
-                raise _failed_write(exc, path, tmp) from None
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
-        raise
+    with atomic_file(path, "wb", fsync=True) as fh:
+        try:
+            torch.save(obj, fh)
+        except RuntimeError as exc:  # torch's zip writer reports a failed write (ENOSPC, EFBIG) this way
+            raise _failed_write(exc, path, Path(fh.name)) from None
 
 
 def _failed_write(exc: RuntimeError, path: Path, tmp: Path) -> OSError:
@@ -71,11 +62,20 @@ def _failed_write(exc: RuntimeError, path: Path, tmp: Path) -> OSError:
 def atomic_write_text(path: str | os.PathLike, text: str, fsync: bool = False) -> None:
     """Write ``text`` to a hidden temp file beside ``path``, then rename over it
     (``fsync``: flush the temp file to disk before the rename)."""
+    with atomic_file(path, "w", fsync=fsync) as fh:
+        fh.write(text)
+
+
+@contextlib.contextmanager
+def atomic_file(path: str | os.PathLike, mode: str = "wb", fsync: bool = True) -> Iterator[IO]:
+    """An open hidden temp file beside ``path`` (``.NAME.tmp``) that replaces ``path`` when the
+    block ends (flushed and, with ``fsync``, synced first); on any error the temp file is
+    removed and the error goes on, ``path`` untouched."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
     try:
-        with open(tmp, "w") as fh:
-            fh.write(text)
+        with open(tmp, mode) as fh:
+            yield fh
             if fsync:
                 fh.flush()
                 os.fsync(fh.fileno())
