@@ -201,21 +201,6 @@ def test_config_command_prints_yaml_or_explains_every_key(capsys):
         assert ("operational" in comment.split("): ", 1)[0]) == (f.name in OPERATIONAL), f.name
 
 
-def test_options_module_is_pure_data_for_the_core():
-    import subprocess
-    import sys
-    code = ("import sys\n"
-            "class Block:\n"
-            "    def find_spec(self, name, path=None, target=None):\n"
-            "        if name.split('.')[0] in {'torch', 'numpy', 'yaml', 'gymnasium', 'dm_control'}:\n"
-            "            raise ImportError('blocked: ' + name)\n"
-            "sys.meta_path.insert(0, Block())\n"
-            "import curlrl.options\n"
-            "assert not any(m.startswith(('curlrl.agents', 'curlrl.jobs')) for m in sys.modules)\n")
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert res.returncode == 0, res.stderr
-
-
 def test_a_task_named_only_by_an_override_or_a_file_gets_its_own_task_settings(tmp_path):
     from curlrl.jobs import config
 

@@ -4,6 +4,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 BLOCK = """
 import sys
 class Block:
@@ -44,6 +46,32 @@ from curlrl.agents import CurlSacAgent
 """)
     _run(BLOCK.format(blocked={"torch"}) + """
 import curlrl.envs
+""")
+
+
+def test_options_module_is_pure_data_for_the_core():
+    _run(BLOCK.format(blocked={"torch", "numpy", "yaml", "gymnasium", "dm_control"}) + """
+import curlrl.options
+assert not any(m.startswith(('curlrl.agents', 'curlrl.jobs')) for m in sys.modules)
+""")
+
+
+def test_the_atari_agent_imports_no_env_code_and_its_replay_no_torch():
+    _run(BLOCK.format(blocked={"gymnasium", "ale_py", "dm_control", "mujoco", "cv2"}) + """
+import curlrl.agents.der
+assert not any(m.startswith(('curlrl.envs', 'curlrl.jobs')) for m in sys.modules)
+""")
+    _run(BLOCK.format(blocked={"torch", "gymnasium", "ale_py"}) + """
+import curlrl.per
+assert not any(m.startswith(('curlrl.agents', 'curlrl.envs', 'curlrl.jobs')) for m in sys.modules)
+""")
+
+
+def test_the_atari_env_imports_no_torch():
+    pytest.importorskip("ale_py", reason="pip install -e '.[atari]'")
+    _run(BLOCK.format(blocked={"torch"}) + """
+from curlrl.envs.atari import make_atari_env
+make_atari_env('atari-pong', seed=0, training=True).reset()
 """)
 
 
