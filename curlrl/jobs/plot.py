@@ -15,7 +15,7 @@ import numpy as np
 from curlrl.errors import ConfigError, write_error
 from curlrl.jobs.logs import read_rows
 from curlrl.jobs.published import PUBLISHED, random_policy
-from curlrl.jobs.rundir import PRETRAIN_KIND, RunDir
+from curlrl.jobs.rundir import RunDir
 
 CURVE_PNG = "eval_curve.png"
 # the published algorithms drawn as reference lines (the paper's CURL and its pixel SAC)
@@ -38,7 +38,7 @@ def read_curve(run_dir: str | Path, label: str | None = None) -> Curve:
     """The evaluation curve of a training run; ConfigError if it is not one or has none yet."""
     run = RunDir(run_dir)
     cfg = run.read_config()
-    if run.checkpoint_kind() == PRETRAIN_KIND or "task" not in cfg:
+    if "task" not in cfg:  # a pretraining run's config names its data, not a task
         raise ConfigError(f"{run.path} is a pretraining run: it has no evaluation returns to plot")
     path = run.csv_path(RunDir.EVAL_CSV)
     if not path.is_file():

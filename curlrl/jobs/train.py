@@ -20,7 +20,7 @@ from curlrl.jobs.config import TrainConfig
 from curlrl.jobs.divergence import diverged, first_nonfinite, first_nonfinite_parameter
 from curlrl.jobs.episodes import episode_seed, evaluate
 from curlrl.jobs.faults import configured_fault, fault_point
-from curlrl.jobs.plot import curve_text, plot_runs, random_text, read_curve
+from curlrl.jobs.plot import CURVE_PNG, Curve, curve_text, plot_curves, random_text, read_curve
 from curlrl.jobs.rngstate import global_rng_state, set_global_rng_state
 from curlrl.jobs.rundir import CHECKPOINT_VERSION, EVAL_COLUMNS, TRAIN_COLUMNS, TRAIN_KIND, RunDir
 from curlrl.jobs.writer import RunWriter
@@ -343,14 +343,16 @@ class Trainer(RunWriter):
                        agent_steps=self.env_step // self.cfg.action_repeat, updates=self.agent.updates,
                        episodes=self.episode, last_eval_return=self.last_eval, wall_s=round(self.wall(), 1),
                        stopped_by=self.stopped_by)
-        summary["plot"] = self._plot()
+        curve = self._read_curve()
+        summary["plot"] = self._plot(curve)
         if not self.quiet and self.stopped_by is None:  # a stop has its own line (the command's)
             took = time.time() - self.t_start
             rate = (self.env_step - start_step) / max(took, 1e-9)
             lines = [f"\ncurlrl: {self.cfg.task} seed {self.cfg.seed}: {self.env_step} env steps "
                      f"({summary['agent_steps']} agent steps, {self.agent.updates} updates) "
                      f"in {took:.0f}s ({rate:.1f} env steps/s)",
-                     f"  eval return (mean of {self.cfg.eval_episodes}) by env step: {self._curve_text()}"]
+                     f"  eval return (mean of {self.cfg.eval_episodes}) by env step: "
+                     f"{curve_text(curve) if curve else self._last_eval_text()}"]
             scale = random_text(self.cfg.task)
             if scale:
                 lines.append(f"  for scale, random actions score {scale}")
@@ -360,18 +362,21 @@ class Trainer(RunWriter):
             print("\n".join(lines))
         return summary
 
-    def _curve_text(self) -> str:
-        try:
-            return curve_text(read_curve(self.run_dir))
-        except ConfigError:  # no evaluation yet
-            return self._last_eval_text()
-
-    def _plot(self) -> str | None:
-        """Draw the run's evaluation curve (eval_curve.png); a failure is a warning, not the run's end."""
+    def _read_curve(self) -> Curve | None:
+        """The run's evaluations so far (eval.csv: earlier processes' too); None before the first."""
         if self.eval_index == 0:
             return None
         try:
-            return str(plot_runs([self.run_dir]))
+            return read_curve(self.run_dir)
+        except ConfigError:
+            return None
+
+    def _plot(self, curve: Curve | None) -> str | None:
+        """Draw the run's evaluation curve (eval_curve.png); a failure is a warning, not the run's end."""
+        if curve is None:
+            return None
+        try:
+            return str(plot_curves([curve], self.run_dir / CURVE_PNG))
         except CurlrlError as exc:
             if not self.quiet:
                 print(f"curlrl: warning: no plot: {exc}", file=sys.stderr)
