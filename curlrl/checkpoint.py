@@ -67,14 +67,15 @@ def atomic_write_text(path: str | os.PathLike, text: str, fsync: bool = False) -
 
 
 @contextlib.contextmanager
-def atomic_file(path: str | os.PathLike, mode: str = "wb", fsync: bool = True) -> Iterator[IO]:
+def atomic_file(path: str | os.PathLike, mode: str = "wb", fsync: bool = True,
+                newline: str | None = None) -> Iterator[IO]:
     """An open hidden temp file beside ``path`` (``.NAME.tmp``) that replaces ``path`` when the
     block ends (flushed and, with ``fsync``, synced first); on any error the temp file is
-    removed and the error goes on, ``path`` untouched."""
+    removed and the error goes on, ``path`` untouched. ``newline``: as :func:`open`'s (text modes)."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
     try:
-        with open(tmp, mode) as fh:
+        with open(tmp, mode, newline=newline) as fh:
             yield fh
             if fsync:
                 fh.flush()

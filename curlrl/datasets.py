@@ -21,9 +21,7 @@ source has them.
 """
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -32,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from curlrl.checkpoint import atomic_write_text
+from curlrl.checkpoint import atomic_file, atomic_write_text
 from curlrl.errors import ConfigError, DatasetError, first_line, write_error
 
 MANIFEST = "manifest.json"
@@ -61,17 +59,11 @@ def episode_path(folder: Path, index: int) -> Path:
 def save_episode(path: Path, pixels: np.ndarray, state: np.ndarray, action: np.ndarray,
                  reward: np.ndarray) -> None:
     """One episode as a compressed ``.npz``, atomically (temp file + fsync + rename)."""
-    tmp = path.with_name(f".{path.name}.tmp")
     try:
-        with open(tmp, "wb") as fh:
+        with atomic_file(path, "wb") as fh:
             np.savez_compressed(fh, pixels=pixels.astype(np.uint8), state=state.astype(np.float32),
                                 action=action.astype(np.float32), reward=reward.astype(np.float32))
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
     except OSError as exc:  # the dataset keeps its whole episodes; this one leaves no temp file
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
         raise write_error(path, exc) from None
 
 

@@ -1,7 +1,6 @@
 """The pixel encoder shared by the agent, offline pretraining and probes."""
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 from pathlib import Path
@@ -9,6 +8,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from curlrl.checkpoint import atomic_file
 from curlrl.errors import CheckpointError, first_line, write_error
 
 EXPORT_FORMAT = "curlrl.PixelEncoder/1"  # safetensors metadata "format" of an encoder export
@@ -140,17 +140,11 @@ class PixelEncoder(nn.Module):
         meta = {"format": EXPORT_FORMAT, "normalisation": "uint8/255", "source": str(source),
                 **{k: json.dumps(v) for k, v in self.config().items()}}
         path = Path(path)
-        tmp = path.with_name(f".{path.name}.tmp")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            with open(tmp, "wb") as fh:  # open() rather than save_file: the file gets the usual permissions
+            with atomic_file(path, "wb") as fh:  # not save_file: the file gets the usual permissions
                 fh.write(save(tensors, metadata=meta))
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
         except OSError as exc:
-            with contextlib.suppress(OSError):
-                tmp.unlink(missing_ok=True)
             raise write_error(path, exc) from None
 
     @classmethod

@@ -50,7 +50,7 @@ def test_plot_writes_the_png_beside_the_run_and_names_it(tmp_path, capsys):
     import imageio.v3 as iio
     image = iio.imread(png)
     assert image.shape[:2] == (420, 640) and image.std() > 0  # a drawn figure, not a blank canvas
-    assert not list(run.glob(".*.tmp.png"))
+    assert sorted(p.name for p in run.iterdir()) == ["config.yaml", "eval.csv", "eval_curve.png"]  # no temp file
 
 
 def test_several_runs_and_tasks_in_one_figure(tmp_path):

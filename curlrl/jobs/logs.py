@@ -16,6 +16,7 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 
+from curlrl.checkpoint import atomic_file
 from curlrl.errors import CheckpointError, WriteError, write_error
 
 
@@ -79,15 +80,12 @@ def truncate_csv(path: Path, keep: Callable[[dict[str, str]], bool]) -> None:
         columns, rows = reader.fieldnames, [r for r in reader if keep(r)]
     if columns is None:
         return
-    tmp = path.with_name(path.name + ".tmp")
     try:
-        with open(tmp, "w", newline="") as fh:
+        with atomic_file(path, "w", fsync=False, newline="") as fh:
             writer = csv.DictWriter(fh, fieldnames=columns)
             writer.writeheader()
             writer.writerows(rows)
-        os.replace(tmp, path)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise write_error(path, exc) from None
 
 

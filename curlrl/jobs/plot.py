@@ -12,6 +12,7 @@ from typing import Sequence
 
 import numpy as np
 
+from curlrl.checkpoint import atomic_file
 from curlrl.errors import ConfigError, write_error
 from curlrl.jobs.logs import read_rows
 from curlrl.jobs.published import PUBLISHED, random_policy
@@ -110,9 +111,8 @@ def plot_curves(curves: Sequence[Curve], out: str | Path) -> Path:
     fig.tight_layout()
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f".{out.stem}.tmp.png")
-        fig.savefig(tmp)
-        tmp.replace(out)
+        with atomic_file(out, "wb", fsync=False) as fh:
+            fig.savefig(fh, format="png")
     except OSError as exc:
         raise write_error(out, exc) from None
     return out
