@@ -345,21 +345,23 @@ class DerAgent:
         finally:
             self.online.train()
 
-    def act(self, obs, eval: bool = False):
+    def act(self, obs, eval: bool = False, rng: np.random.Generator | None = None):
         """A greedy action for one (4, 84, 84) uint8 observation (an int), or for a batch (an array).
 
         ``eval=False`` (training): fresh noise for the online network, then greedy on the
         noisy Q (DER explores by its noise alone). ``eval=True``: no noise (mean weights) and
-        epsilon-greedy with ``eval_epsilon`` (0.001).
+        epsilon-greedy with ``eval_epsilon`` (0.001), its draws from ``rng`` (default the
+        agent's own: an evaluation that passes its own leaves the agent's stream as it was).
         """
         x, single = self._obs(obs)
         if not eval:
             self.online.reset_noise(self.generator)
         actions = self.q_values(x, noise=not eval).argmax(dim=1).cpu().numpy()
         if eval:
-            explore = self.rng.random(len(actions)) < self.cfg.eval_epsilon
+            rng = self.rng if rng is None else rng
+            explore = rng.random(len(actions)) < self.cfg.eval_epsilon
             if explore.any():
-                actions[explore] = self.rng.integers(0, self.num_actions, int(explore.sum()))
+                actions[explore] = rng.integers(0, self.num_actions, int(explore.sum()))
         return int(actions[0]) if single else actions
 
     # -- learning ------------------------------------------------------------------

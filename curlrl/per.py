@@ -133,6 +133,7 @@ class PrioritizedReplay:
         self.tree = SumTree(s)
         self.max_priority = 1.0  # running max of p^alpha
         self.written = 0         # slots written (absolute; slot g lives at g % slots)
+        self.transitions_written = 0  # add() calls, ever (a checkpoint's replay is matched by it)
         self.episode_open = False
         self.rng = np.random.default_rng(seed)
 
@@ -187,6 +188,7 @@ class PrioritizedReplay:
         self.terminated[ring], self.ended[ring] = bool(terminated), bool(terminated or truncated)
         self._write(next_obs[-1], int(self.pos[ring]) + 1)
         self.episode_open = not (terminated or truncated)
+        self.transitions_written += 1
         if self.episode_open:
             first = g - self.n_step + 1  # its window of n steps is now complete
             if first >= 0 and first >= g - int(self.pos[ring]):
@@ -308,6 +310,7 @@ class PrioritizedReplay:
         state = {name: getattr(self, name)[:used] for name in self._ARRAYS}
         state.update(priorities=self.tree.leaves[:used], max_priority=self.max_priority,
                      written=self.written, episode_open=self.episode_open,
+                     transitions_written=self.transitions_written,
                      rng=json.dumps(self.rng.bit_generator.state),
                      config=json.dumps(self._config()))
         return state
@@ -325,6 +328,7 @@ class PrioritizedReplay:
             arrays = {name: np.asarray(state[name]) for name in (*self._ARRAYS, "priorities")}
             rng_state = json.loads(str(state["rng"]))
             max_priority, episode_open = float(state["max_priority"]), bool(state["episode_open"])
+            transitions_written = int(state["transitions_written"])
         except (KeyError, TypeError, ValueError) as exc:
             raise CheckpointError(f"replay state is incomplete or corrupt ({exc})") from None
         if config != self._config():
@@ -343,5 +347,24 @@ class PrioritizedReplay:
         self.tree.leaves[:used] = priorities
         self.tree.rebuild()
         self.written, self.max_priority, self.episode_open = written, max_priority, episode_open
+        self.transitions_written = transitions_written
         self.rng = np.random.default_rng()
         self.rng.bit_generator.state = rng_state
+
+    # -- files ---------------------------------------------------------------------
+    def save(self, path) -> None:
+        """Write :meth:`state_dict` to ``path`` (an uncompressed ``.npz``: no pickles). An
+        OSError (no space, the file size limit) goes on to the caller, which owns the file."""
+        with open(path, "wb") as fh:
+            np.savez(fh, **self.state_dict())
+
+    def load(self, path) -> None:
+        """Read a :meth:`save` file; CheckpointError if it is cut short or of another replay."""
+        import zipfile
+
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                state = {k: data[k] for k in data.files}
+        except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+            raise CheckpointError(f"replay file {path} cannot be read ({type(exc).__name__}: {exc})") from None
+        self.load_state_dict(state)

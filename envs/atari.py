@@ -49,6 +49,7 @@ agent steps (400k frames).
 from __future__ import annotations
 
 import difflib
+import json
 from typing import Any
 
 import gymnasium as gym
@@ -207,6 +208,44 @@ class Atari100kPreprocessing(gym.Wrapper, gym.utils.RecordConstructorArgs):
                 self._continue = not truncated  # a truncated game is reset, not continued
         return self._obs(), reward, terminated, truncated, self._info(raw_reward, life_loss)
 
+    # -- state, for a checkpoint taken mid-game ----------------------------------------
+    def get_episode_state(self) -> dict[str, Any]:
+        """Everything the next steps depend on, as numpy arrays and plain values: the
+        console (``ale.cloneState(include_rng=True)``, serialised), the frame stack, the last
+        two raw screens, the lives count, whether the next reset continues the game, and the
+        no-op RNG. :meth:`set_episode_state` on a fresh env of the same game makes it step as
+        this one would."""
+        if not self._frames:
+            raise EnvError("Atari env: no episode to save (call reset() first)")
+        ale_state = np.frombuffer(self.ale.cloneState(include_rng=True).serialize(), dtype=np.uint8).copy()
+        return {"ale": ale_state, "frames": np.stack(self._frames), "raw": np.stack(self._raw),
+                "lives": np.int64(self._lives), "continue": np.int64(self._continue),
+                "noop_rng": np.frombuffer(json.dumps(self._rng.bit_generator.state).encode(), dtype=np.uint8).copy()}
+
+    def set_episode_state(self, state: dict[str, Any]) -> np.ndarray:
+        """Restore :meth:`get_episode_state` output; returns the current observation."""
+        import ale_py
+
+        try:
+            if not self._frames:  # the env's first reset: the game must be loaded before its state
+                self.env.reset()
+            self.ale.restoreState(ale_py.ALEState(np.asarray(state["ale"], dtype=np.uint8).tobytes()))
+            frames = np.asarray(state["frames"], dtype=np.uint8)
+            raw = np.asarray(state["raw"], dtype=np.uint8)
+            self._frames = [f for f in frames]
+            self._raw = [raw[0], raw[1]]
+            self._lives = int(state["lives"])
+            self._continue = bool(int(state["continue"]))
+            self._rng = np.random.default_rng()
+            self._rng.bit_generator.state = json.loads(np.asarray(state["noop_rng"], dtype=np.uint8).tobytes())
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+            raise EnvError(f"Atari env: the saved episode state does not fit this env ({exc})") from None
+        self._seed = None  # the constructor's seed was used by the saved run's first reset
+        if frames.shape != self.observation_space.shape:
+            raise EnvError(f"Atari env: the saved frame stack has shape {frames.shape}, this env "
+                           f"{self.observation_space.shape}")
+        return self._obs()
+
 
 def make_atari_env(game: str, seed: int | None, training: bool, noop_max: int = 30, frame_skip: int = 4,
                    frame_stack: int = 4, screen_size: int = 84, max_frames: int = MAX_FRAMES,
@@ -232,6 +271,7 @@ def make_atari_env(game: str, seed: int | None, training: bool, noop_max: int = 
     except ImportError:
         raise EnvError("Atari envs need ale-py >= 0.12.1 and opencv-python-headless: "
                        "pip install 'curlrl[atari]'") from None
+    ale_py.ALEInterface.setLoggerMode(ale_py.LoggerMode.Error)  # no banner on stderr: errors only
     gym.register_envs(ale_py)  # gymnasium 1.x registers no plugins by itself
     env = gym.make(ale_env_id(rom), frameskip=1, repeat_action_probability=0.0, full_action_space=False,
                    obs_type="grayscale", max_num_frames_per_episode=int(max_frames), render_mode=render_mode)

@@ -23,6 +23,7 @@ from typing import Any
 import yaml
 
 from curlrl.agents.curl_sac import AgentConfig
+from curlrl.agents.der import DerConfig, curl_weight_for
 from curlrl.augment import parse_views
 from curlrl.errors import ConfigError
 from curlrl.objectives import check_batch, objective_options
@@ -88,6 +89,76 @@ class TrainConfig(RuntimeConfig, AgentConfig):
             "in eval mode, and with freeze_conv=true it stays fixed; empty: curlrl's conv stack",
         pattern=r"|[A-Za-z_][\w.]*:[A-Za-z_]\w*", must="empty or package.module:factory")
     freeze_conv: bool = option(False, "keep the conv trunk fixed (ATC-style); only heads and MLPs learn")
+
+
+ATARI_PREFIX = "atari-"
+
+
+@dataclass
+class AtariConfig(RuntimeConfig, DerConfig):
+    """Everything an Atari-100k run needs: DER's hyperparameters (:class:`DerConfig`) and the
+    run's. Step counts are **agent steps** (one action = 4 frames of the game), the unit of
+    Atari-100k's budget (100k agent steps = 400k frames); curlrl's logs put them in the
+    ``env_step`` column (``frames`` beside it)."""
+
+    task: str = option("atari-boxing", "atari-GAME, one of the 26 Atari-100k games (e.g. atari-pong)",
+                       operational=True, resumable=True)
+    env_steps: int = option(100_000, "training budget in agent steps (Atari-100k: 100k = 400k frames)", check="> 0",
+                            operational=True, resumable=True)
+    curl_weight: float | None = option(
+        None, "weight of the CURL loss; None: curl_rainbow's per game (0.01 for pong, boxing, private_eye and "
+              "freeway, else 1; the paper says 0.05 for those)", check=">= 0")
+    beta_anneal_updates: int | None = option(
+        None, "updates over which the IS exponent grows linearly to 1; None: env_steps - learn_start (Kaixhin's "
+              "T_max - learn_start)", check="> 0")
+    eval_every: int = option(10_000, "evaluate (eval_episodes episodes, noise off, epsilon eval_epsilon) at every "
+                                     "multiple of this many agent steps", check="> 0", operational=True)
+    eval_episodes: int = option(10, "episodes per evaluation during training (CURL's protocol reports the best "
+                                    "of these evaluations)", check=">= 0")
+    final_eval_episodes: int = option(100, "episodes of the final evaluation at the end of the run (rliable's "
+                                           "protocol reports it)", check=">= 0")
+    checkpoint_every: int = option(10_000, "checkpoint at every multiple of this many agent steps (mid-game "
+                                           "too: the console's state is saved)", check="> 0", operational=True)
+    replay_capacity: int = option(100_000, "transitions the prioritised replay keeps (DER: the whole run)",
+                                  check="> 0")
+    save_replay: bool = option(True, "store the replay with checkpoints for an exact resume (0.7 GB at 100k)",
+                               operational=True)
+    noop_max: int = option(30, "a game reset is followed by 0 .. noop_max-1 no-op frames", check=">= 0")
+    max_frames: int = option(108_000, "frames per game before it is truncated (27k agent steps)", check="> 0")
+    label: str = option("", "the run's name in reports: a variant's name; empty: curl or der",
+                        pattern=r"[A-Za-z0-9_.+-]*", must="letters, digits and _ . + - only", operational=True,
+                        resumable=True)
+
+    def __post_init__(self) -> None:  # checked by validate_atari, after the layers are applied
+        pass
+
+
+def is_atari(task: str | None) -> bool:
+    return isinstance(task, str) and task.lower().startswith(ATARI_PREFIX)
+
+
+def der_config(cfg: AtariConfig) -> DerConfig:
+    """The agent's hyperparameters of an Atari run (its checks run again there)."""
+    return DerConfig(**{f.name: getattr(cfg, f.name) for f in fields(DerConfig)})
+
+
+def validate_atari(cfg: AtariConfig) -> AtariConfig:
+    """Fill the rules (``curl_weight``), check every field, then the cross-field rules."""
+    from curlrl.envs.atari import parse_game  # no ale-py import: the name check only
+
+    game = parse_game(cfg.task)
+    cfg = dataclasses.replace(cfg, task=ATARI_PREFIX + game)
+    if cfg.curl_weight is None:
+        cfg = dataclasses.replace(cfg, curl_weight=curl_weight_for(game))
+    if cfg.beta_anneal_updates is None and isinstance(cfg.env_steps, int) and isinstance(cfg.learn_start, int):
+        cfg = dataclasses.replace(cfg, beta_anneal_updates=max(1, cfg.env_steps - cfg.learn_start))
+    cfg = check_fields(cfg)
+    if not cfg.v_min < cfg.v_max:
+        raise ConfigError(f"config key 'v_min' ({cfg.v_min}) must be below 'v_max' ({cfg.v_max})")
+    if cfg.batch_size > cfg.replay_capacity:
+        raise ConfigError(f"config key 'batch_size' ({cfg.batch_size}) must be <= replay_capacity "
+                          f"({cfg.replay_capacity})")
+    return cfg
 
 
 SEED_AGENT_STEPS = 1000              # the paper's random-action phase, in agent steps
@@ -322,15 +393,22 @@ def explain(cfg: Any, width: int = 88) -> str:
 
 
 def resolve(task: str | None, config_file: str | None = None, overrides: list[str] | None = None,
-            base: dict[str, Any] | None = None) -> TrainConfig:
+            base: dict[str, Any] | None = None) -> TrainConfig | AtariConfig:
     """Build a config: defaults <- ``configs/<task>.yaml`` <- ``config_file`` <- overrides.
 
+    An ``atari-GAME`` task gives an :class:`AtariConfig`, any other a :class:`TrainConfig`.
     ``base`` (a saved run's config) replaces the first two layers when resuming. Without
     ``task``, the task named last by ``overrides`` or ``config_file`` picks the task layer.
     """
     file_values = load_yaml(config_file) if config_file else {}
     override_values = parse_overrides(overrides or [])
-    cfg = TrainConfig()
+    named = task
+    if named is None:  # the task named last picks the kind of run
+        for layer in (base, file_values, override_values):
+            if isinstance(layer, dict) and isinstance(layer.get("task"), str):
+                named = layer["task"]
+    atari = is_atari(named)
+    cfg = AtariConfig() if atari else TrainConfig()
     if base is not None:
         cfg = apply(cfg, base, "saved run config")
     else:
@@ -345,7 +423,10 @@ def resolve(task: str | None, config_file: str | None = None, overrides: list[st
     cfg = apply(cfg, override_values, "command line")
     if task is not None and cfg.task != task:
         raise ConfigError(f"config key 'task' ({cfg.task!r}) contradicts the task argument ({task!r})")
-    return validate(cfg)
+    if is_atari(cfg.task) != atari:
+        raise ConfigError(f"config key 'task' ({cfg.task!r}) changes the kind of run: an Atari game and a "
+                          f"DeepMind Control task take different keys; name the task as the command's argument")
+    return validate_atari(cfg) if atari else validate(cfg)
 
 
 def to_dict(cfg: TrainConfig) -> dict[str, Any]:

@@ -389,7 +389,14 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, quiet: bo
 
     ``stop``: a :class:`~curlrl.jobs.signals.StopFlag` that ends the run early, with a
     checkpoint of the step it reached (opt-in; ``curlrl train`` sets one from SIGTERM,
-    SIGINT and SIGUSR1 through :func:`~curlrl.jobs.signals.stop_on_signals`)."""
+    SIGINT and SIGUSR1 through :func:`~curlrl.jobs.signals.stop_on_signals`).
+    An Atari config (an ``atari-GAME`` task) runs DER (+ CURL): :mod:`curlrl.jobs.atari`."""
+    from curlrl.jobs.config import AtariConfig
+
+    if isinstance(cfg, AtariConfig):
+        from curlrl.jobs.atari import train_atari
+
+        return train_atari(cfg, run_dir, resume=resume, quiet=quiet, stop=stop)
     with Trainer(cfg, run_dir, resume=resume, quiet=quiet) as trainer:
         return trainer.run(stop)
 

@@ -211,10 +211,11 @@ def plan(suite: Suite, out: str | Path, overrides: Sequence[str] = (), tasks: Se
                                 f"change the suite's variants instead",
                                 f"{', '.join(k + '=' for k in clash)} would replace what variant {name!r} sets; "
                                 f"change the suite's variants instead")
+    from curlrl.envs.atari import parse_game
     from curlrl.envs.dmc import parse_task
 
     for task in task_list:  # an unknown task is a mistake to report now, not N failed runs later
-        parse_task(task)
+        parse_game(task) if config_mod.is_atari(task) else parse_task(task)
     specs = []
     for variant in variant_list or [""]:
         for task in task_list:
@@ -268,7 +269,7 @@ def _config_drift(run_dir: Path, cfg) -> str:
         return ""
     now = config_mod.to_dict(cfg)
     diff = [f"{k}={saved[k]!r} (bench: {now[k]!r})" for k in now
-            if k in saved and k not in config_mod.resumable_keys() and saved[k] != now[k]]
+            if k in saved and k not in config_mod.resumable_keys(type(cfg)) and saved[k] != now[k]]
     return ("keeps its saved config: " + ", ".join(diff)) if diff else ""
 
 
