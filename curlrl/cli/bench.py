@@ -125,6 +125,16 @@ def _report(args: argparse.Namespace) -> int:
         raise ConfigError(f"--label given {len(args.label)} times for {len(args.paths)} paths: "
                           f"give it once or once per path")
     out = args.out or "report"
+    from curlrl.jobs.report_atari import is_atari_run, make_atari_report, run_dirs_below
+
+    kinds = {is_atari_run(d) for d in run_dirs_below(args.paths)}
+    if kinds == {True, False}:
+        raise ConfigError("the paths hold Atari and DeepMind Control runs: report each kind on its own")
+    if kinds == {True}:
+        path = make_atari_report(args.paths, out, labels=args.label, compare_published=args.compare == "published",
+                                 reps=args.reps, seed=args.seed)
+        print(f"curlrl report: wrote {path} (and atari_curves.png beside it)")
+        return 0
     path = make_report(args.paths, out, labels=args.label, steps=steps,
                        compare_published=args.compare == "published", reps=args.reps, seed=args.seed,
                        export=args.export_csv)
