@@ -100,6 +100,14 @@ def test_the_logs_hold_games_both_protocols_and_agent_steps(tmp_path):
     assert all(g["curl_loss"] == "" for g in games)
     # 600 - 200 + 1 updates: one per agent step from learn_start on (Kaixhin's T >= learn_start)
     assert int(evals[-1]["updates"]) == 401
+    assert (run / "eval_curve.png").stat().st_size > 0 and "plot: " in r.stdout
+    # curlrl eval plays the checkpoint's agent again, films the first game, and writes no log row
+    before = (run / "eval.csv").read_bytes()
+    r = curlrl("eval", str(run), "--episodes", "1")
+    assert r.returncode == 0, r.stderr
+    assert "atari-breakout @ 600 agent steps: score" in r.stdout
+    assert (run / "videos" / "final_eval_0000600.mp4").stat().st_size > 0
+    assert (run / "eval.csv").read_bytes() == before
 
 
 def test_the_env_state_restores_mid_game_across_a_life_loss():
@@ -180,3 +188,23 @@ def test_the_trainer_runs_in_process_and_summarises(tmp_path):
     assert summary["agent_steps"] == 300 and summary["updates"] == 101
     assert summary["best_eval_return"] == summary["last_eval_return"]  # one evaluation so far
     assert summary["final_eval_return"] is not None
+
+
+def test_every_game_has_a_shipped_config_with_the_codes_curl_weight():
+    from curlrl.envs.atari import ATARI_100K_GAMES
+
+    small = {"pong", "boxing", "private_eye", "freeway"}  # curl_rainbow agent.py's list
+    for game in ATARI_100K_GAMES:
+        shipped = config_mod.task_config(f"atari-{game}")
+        assert shipped == {"task": f"atari-{game}", "curl_weight": 0.01 if game in small else 1.0}, game
+
+
+def test_the_defaults_are_ders_published_settings():
+    # CURL Table 4 / Kaixhin's README "data-efficient Rainbow" / curl_rainbow main.py (shared/ATARI.md section 2)
+    cfg = config_mod.resolve("atari-alien", None, [])
+    published = dict(num_atoms=51, v_min=-10.0, v_max=10.0, hidden_dim=256, noisy_sigma0=0.1, n_step=20,
+                     discount=0.99, lr=1e-4, adam_eps=1.5e-4, grad_clip=10.0, batch_size=32, target_update=2000,
+                     learn_start=1600, priority_alpha=0.5, priority_beta=0.4, eval_epsilon=0.001, encoder_tau=0.001,
+                     replay_capacity=100_000, env_steps=100_000, eval_every=10_000, eval_episodes=10, noop_max=30,
+                     max_frames=108_000, curl_dim=128)
+    assert {k: getattr(cfg, k) for k in published} == published

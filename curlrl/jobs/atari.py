@@ -66,23 +66,54 @@ def build_der_agent(cfg: AtariConfig, num_actions: int, device: torch.device) ->
     return DerAgent(num_actions, der_config(cfg), device=device, seed=cfg.seed)
 
 
-def evaluate_der(agent: DerAgent, env, episodes: int, seed: int, eval_index: int, salt: int = 1) -> list[tuple]:
+def evaluate_der(agent: DerAgent, env, episodes: int, seed: int, eval_index: int, salt: int = 1,
+                 video_path: Path | None = None) -> list[tuple]:
     """(raw score, agent steps) of ``episodes`` whole games, noise off, epsilon-greedy with the
     agent's ``eval_epsilon``. Game ``ep`` of evaluation ``eval_index`` starts from a fixed seed,
     which also seeds its epsilon draws: the scores depend on the weights alone, not on what
-    the run did before (a resumed or extended run evaluates as the uninterrupted one)."""
-    out = []
+    the run did before (a resumed or extended run evaluates as the uninterrupted one).
+    ``video_path``: an mp4 of the first game as the agent sees it (84x84 grayscale)."""
+    out, frames = [], []
     for ep in range(episodes):
         game_seed = episode_seed(seed, eval_index * 1000 + ep, salt=salt)
         obs, _ = env.reset(seed=game_seed)
         rng = np.random.default_rng(game_seed)
         total, steps, done = 0.0, 0, False
         while not done:
+            if ep == 0 and video_path is not None:
+                frames.append(np.repeat(obs[-1][:, :, None], 3, axis=2))
             obs, reward, terminated, truncated, _ = env.step(agent.act(obs, eval=True, rng=rng))
             total, steps = total + reward, steps + 1
             done = terminated or truncated
         out.append((total, steps))
+    if video_path is not None and frames:
+        from curlrl.jobs.logs import write_video
+
+        write_video(video_path, frames)
     return out
+
+
+def evaluate_atari_run(run: RunDir, cfg: AtariConfig, episodes: int, video: bool) -> dict:
+    """``curlrl eval`` of an Atari run: ``episodes`` games of its checkpoint's agent (noise off,
+    epsilon ``eval_epsilon``), raw scores; nothing is appended to its logs."""
+    from curlrl.jobs.host import resolve_device
+
+    device = resolve_device(cfg.device)
+    state = run.load_checkpoint(map_location=device, kind=TRAIN_KIND)
+    if state.get("agent_kind") != "der":
+        raise CheckpointError(f"checkpoint {run.checkpoint_path} is of a DeepMind Control run, not an Atari one")
+    _, eval_env = build_atari_envs(cfg)
+    agent = build_der_agent(cfg, int(eval_env.action_space.n), device)
+    run.load_agent_state(agent, state)
+    try:
+        step = int(state["counters"]["env_step"])
+    except (KeyError, TypeError, ValueError):
+        raise CheckpointError(f"checkpoint {run.checkpoint_path} has no env_step counter") from None
+    path = run.video_path(step, final=True) if video else None
+    results = evaluate_der(agent, eval_env, episodes, cfg.seed, eval_index=10**6, salt=3, video_path=path)
+    scores = [r[0] for r in results]
+    return dict(run_dir=str(run), env_step=step, returns=scores, mean=float(np.mean(scores)),
+                std=float(np.std(scores)), video=str(path) if path else None)
 
 
 class AtariTrainer(RunWriter):
@@ -284,6 +315,22 @@ class AtariTrainer(RunWriter):
             self._save_checkpoint()
         return self._summary(start_step, final_score)
 
+    def _plot(self) -> str | None:
+        """Draw eval_curve.png (evaluations so far, references); a failure is a warning only."""
+        import sys
+
+        from curlrl.errors import CurlrlError
+        from curlrl.jobs.plot import CURVE_PNG, plot_curves, read_curve
+
+        if self.eval_index == 0:
+            return None
+        try:
+            return str(plot_curves([read_curve(self.run_dir)], self.run_dir / CURVE_PNG))
+        except CurlrlError as exc:
+            if not self.quiet:
+                print(f"curlrl: warning: no plot: {exc}", file=sys.stderr)
+            return None
+
     @staticmethod
     def _text(value: float | None) -> str:
         return "n/a" if value is None else f"{value:.1f}"
@@ -294,6 +341,7 @@ class AtariTrainer(RunWriter):
                        agent_steps=self.env_step, updates=self.agent.updates, episodes=self.games,
                        last_eval_return=self.last_eval, best_eval_return=self.best_eval,
                        final_eval_return=final_score, wall_s=round(self.wall(), 1), stopped_by=self.stopped_by)
+        summary["plot"] = self._plot()
         if not self.quiet and self.stopped_by is None:
             from curlrl.jobs.published_atari import atari_scale_text
 
@@ -311,6 +359,8 @@ class AtariTrainer(RunWriter):
             scale = atari_scale_text(cfg.task)
             if scale:
                 lines.append(f"  for scale: {scale}")
+            if summary["plot"]:
+                lines.append(f"  plot: {summary['plot']}  (curlrl plot {self.run_dir} redraws it)")
             lines.append(f"  run dir: {self.run_dir}  (train.csv, eval.csv, {FINAL_EVAL_CSV}, checkpoints/, "
                          f"TensorBoard events)")
             print("\n".join(lines))

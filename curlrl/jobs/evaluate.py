@@ -28,6 +28,14 @@ def evaluate_run(run_dir: str | Path, episodes: int = 10, video: bool = True, de
         raise ConfigError(f"episodes must be >= 1, got {episodes}")
     run.expect_kind(TRAIN_KIND)  # a pretraining run says so, rather than failing on its config keys
     cfg = config_mod.resolve(None, base=base, overrides=[f"device={device}"] if device else None)
+    if isinstance(cfg, config_mod.AtariConfig):
+        from curlrl.jobs.atari import evaluate_atari_run
+
+        result = evaluate_atari_run(run, cfg, episodes, video)
+        print(f"{cfg.task} @ {result['env_step']} agent steps: score {result['mean']:.1f} ± {result['std']:.1f} "
+              f"over {episodes} games" + (f"; video {result['video']}" if result["video"] else ""))
+        print(json.dumps(result))
+        return result
     torch_device = resolve_device(cfg.device)
     check_device(cfg, torch_device)
     eval_env = build_env(cfg, evaluation=True)

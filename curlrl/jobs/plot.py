@@ -16,6 +16,7 @@ from curlrl.checkpoint import atomic_file
 from curlrl.errors import ConfigError, write_error
 from curlrl.jobs.logs import read_rows
 from curlrl.jobs.published import PUBLISHED, random_policy
+from curlrl.jobs.published_atari import ATARI_PUBLISHED, game_of
 from curlrl.jobs.rundir import RunDir
 
 CURVE_PNG = "eval_curve.png"
@@ -98,12 +99,20 @@ def plot_curves(curves: Sequence[Curve], out: str | Path) -> Path:
             ax.axhline(mean, color="grey", lw=1.2, ls="--", label=f"random actions: {mean:.0f} ± {std:.0f}")
             ax.axhspan(mean - std, mean + std, color="grey", alpha=0.12)
         k = len(mine)
+        atari = ATARI_PUBLISHED.get(game_of(task)) if task.startswith("atari-") else None
+        if atari is not None:  # Atari: the random and human scores, the paper's CURL and DER at 100k
+            for name, value in (("random", atari.random), ("CURL (paper, best of evaluations)", atari.curl),
+                                ("DER (paper)", atari.der), ("CURL re-run by rliable (final)", atari.rliable_final)):
+                ax.axhline(value, color="grey" if name == "random" else f"C{k}", lw=1,
+                           ls="--" if name == "random" else ":",
+                           label=f"{name}: {value:g}" if name == "random" else f"{name} at 100k: {value:g}")
+                k += name != "random"
         for name in REFERENCES:
             for step, (m, s) in sorted(PUBLISHED.get(name, {}).get(task, {}).items()):
                 ax.axhline(m, color=f"C{k}", lw=1, ls=":", label=f"{name} (paper) at {step // 1000}k: {m} ± {s}")
                 k += 1
         ax.set_title(task)
-        ax.set_xlabel("environment steps")
+        ax.set_xlabel("agent steps (4 frames each)" if task.startswith("atari-") else "environment steps")
         ax.set_ylabel("evaluation return")
         ax.set_ylim(bottom=min(0.0, float(min(c.mean.min() for c in mine))))
         ax.grid(alpha=0.3)
