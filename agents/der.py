@@ -303,7 +303,8 @@ class DerAgent:
             self.curl_head.to(self.device)
             self.momentum = copy.deepcopy(self._key_modules(self.online)).requires_grad_(False)
         self.support = torch.linspace(cfg.v_min, cfg.v_max, cfg.num_atoms, device=self.device)
-        self.optimizer = torch.optim.Adam(self.parameters(), lr=cfg.lr, eps=cfg.adam_eps)
+        # foreach: the multi-tensor Adam, bit-identical to the per-tensor one and faster on the CPU
+        self.optimizer = torch.optim.Adam(self.parameters(), lr=cfg.lr, eps=cfg.adam_eps, foreach=True)
         self.generator = torch.Generator(self.device).manual_seed(seed)
         self.rng = np.random.default_rng(seed)
         self.online.reset_noise(self.generator)

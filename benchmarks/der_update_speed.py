@@ -22,8 +22,12 @@ import platform
 import statistics
 import time
 
+import sys
+from pathlib import Path
+
 import numpy as np
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from curlrl.agents.der import DerAgent, DerConfig
 from curlrl.envs.atari import make_atari_env
@@ -67,6 +71,14 @@ def time_updates(agent: DerAgent, replay: PrioritizedReplay, batch_size: int, wa
     return statistics.median(full), statistics.median(update_only)
 
 
+def update_gflop(agent: DerAgent, replay: PrioritizedReplay, batch_size: int) -> float:
+    """GFLOP of one update (torch's FlopCounterMode: forward and backward of every op)."""
+    batch = replay.sample(batch_size, agent.beta)
+    with FlopCounterMode(display=False) as counter:
+        agent.update(batch)
+    return counter.get_total_flops() / 1e9
+
+
 def time_act(agent: DerAgent, obs: np.ndarray, repeats: int = 200, eval: bool = False) -> float:
     for _ in range(10):
         agent.act(obs, eval=eval)
@@ -101,15 +113,23 @@ def main() -> None:
     print(f"env {args.game}: {env_sps:.0f} agent steps/s (training env, random actions, replay adds included)")
     obs = replay.sample(1, 0.4)["obs"][0]
     results = {}
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from update_speed import matmul_gflops
+
     for threads in (int(t) for t in args.threads.split(",")):
         torch.set_num_threads(threads)
+        rate = matmul_gflops("cpu")
+        print(f"threads={threads} matmul calibration: {rate:.1f} GFLOP/s (fp32 2048x2048)")
         for name, curl in (("DER", False), ("CURL-DER", True)):
             agent = DerAgent(num_actions, DerConfig.for_game(args.game, curl=curl), seed=0)
+            gflop = update_gflop(agent, replay, args.batch_size)
             full, update_only = time_updates(agent, replay, args.batch_size, args.warmup, args.repeats)
             act_ms, eval_act_ms = time_act(agent, obs), time_act(agent, obs, eval=True)
             results[threads, name] = (full, act_ms, eval_act_ms)
+            achieved = gflop / (update_only / 1e3)
             print(f"threads={threads} {name:8s} batch {args.batch_size}: {update_only:6.1f} ms/update, "
-                  f"{full:6.1f} ms with PER sample + priorities; act {act_ms:.2f} ms (eval {eval_act_ms:.2f} ms)")
+                  f"{full:6.1f} ms with PER sample + priorities; act {act_ms:.2f} ms (eval {eval_act_ms:.2f} ms); "
+                  f"{gflop:.2f} GFLOP/update, {achieved:.1f} GFLOP/s = {achieved / rate:.2f} of the matmul rate")
     step_s = 1.0 / env_sps
     print(f"\n# projected run: {TOTAL_STEPS} agent steps, {updates} updates, {args.eval_episodes} eval episodes of "
           f"{args.eval_episode_steps} steps (assumed; at the 27k cap: worst case)")

@@ -172,3 +172,18 @@ def test_ops_run_on_the_device_with_a_device_generator(name):
     x = _stacks().cuda()
     g = torch.Generator("cuda").manual_seed(0)
     assert OPS[name](x, g).device.type == "cuda"
+
+
+def test_shift_by_slices_equals_numpys_edge_padding_on_non_square_frames():
+    # the CPU path moves each stack by slices; np.pad(mode="edge") then the drawn window is the truth
+    x = _stacks(b=1000, h=6, w=9)
+    g = _gen(11)
+    out = random_shift(x, 4, g)
+    g = _gen(11)
+    oy = torch.randint(0, 9, (1000,), generator=g)
+    ox = torch.randint(0, 9, (1000,), generator=g)  # the same draws, in the same order
+    padded = np.pad(x.numpy(), ((0, 0), (0, 0), (4, 4), (4, 4)), mode="edge")
+    for i in range(len(x)):
+        y, s = int(oy[i]), int(ox[i])
+        assert np.array_equal(out[i].numpy(), padded[i, :, y:y + 6, s:s + 9]), i
+    assert {(int(a), int(b)) for a, b in zip(oy, ox)} == {(a, b) for a in range(9) for b in range(9)}
