@@ -52,7 +52,8 @@ from curlrl.augment import random_shift
 from curlrl.contrastive import CurlHead
 from curlrl.ema import ema_update
 from curlrl.errors import CheckpointError, ConfigError, DivergenceError
-from curlrl.options import option
+from curlrl.objectives import Objective, build_objective, check_batch, objective_options
+from curlrl.options import ObjectiveConfig, option
 
 # curl_rainbow agent.py: ``0.01 if game in ['pong', 'boxing', 'private_eye', 'freeway'] else 1``
 SMALL_CURL_WEIGHT_GAMES = ("pong", "boxing", "private_eye", "freeway")
@@ -68,10 +69,12 @@ def curl_weight_for(game: str) -> float:
 
 
 @dataclass
-class DerConfig:
+class DerConfig(ObjectiveConfig):
     """Hyperparameters of :class:`DerAgent`; defaults are DER's (CURL Table 4, Kaixhin's
     README) and curl_rainbow's CURL settings. ``DerConfig.for_game(game)`` sets the game's
-    CURL loss weight."""
+    CURL loss weight. ``objective`` (and its keys, :class:`curlrl.options.ObjectiveConfig`):
+    curl is curl_rainbow's head; any other of :mod:`curlrl.objectives` takes its place on the
+    576 conv features, at the same weight."""
 
     num_atoms: int = option(51, "C51 atoms of the return distribution", check=">= 2")
     v_min: float = option(-10.0, "lowest atom of the support")
@@ -107,16 +110,31 @@ class DerConfig:
     def __post_init__(self) -> None:
         for f in fields(self):
             check, value = f.metadata.get("check"), getattr(self, f.name)
-            if check and not _holds(check, value):
+            if check and value is not None and not _holds(check, value):
                 raise ConfigError(f"config key {f.name!r} must be {check}, got {value}")
         if not self.v_min < self.v_max:
             raise ConfigError(f"config key 'v_min' ({self.v_min}) must be below 'v_max' ({self.v_max})")
+        check_der_objective(self)
 
     @classmethod
     def for_game(cls, game: str, **overrides) -> DerConfig:
         """The config for an Atari game: the defaults with the game's CURL loss weight
         (:func:`curl_weight_for`), then ``overrides``."""
         return cls(**{"curl_weight": curl_weight_for(game), **overrides})
+
+
+def check_der_objective(cfg: DerConfig) -> None:
+    """ConfigError for an objective setting DER cannot run: an objective with curl=false, a key
+    of another objective, a queue smaller than a batch, or supcon (its batches are frames of one
+    episode window; DER's are prioritised transitions)."""
+    if not cfg.curl and cfg.objective != "curl":
+        raise ConfigError(f"config key 'objective' = {cfg.objective!r} needs curl=true: curl=false turns the "
+                          f"auxiliary objective off")
+    objective_options(cfg)
+    check_batch(cfg, cfg.batch_size)
+    if cfg.curl and cfg.objective == "supcon":
+        raise ConfigError("config key 'objective' = 'supcon' needs batches of frames from one episode window; "
+                          "DER's replay draws prioritised transitions: choose another objective")
 
 
 _INTERVAL = re.compile(r"in ([(\[])(\S+), (\S+)([)\]])")
@@ -291,16 +309,21 @@ class DerAgent:
         self.cfg = cfg = config or DerConfig()
         self.device = torch.device(device)
         self.num_actions = int(num_actions)
+        curl_rainbow = cfg.curl and cfg.objective == "curl"
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             self.online = DerNetwork(self.num_actions, cfg.num_atoms, cfg.hidden_dim, cfg.noisy_sigma0,
-                                     in_channels, cfg.curl_dim if cfg.curl else None)
-            self.curl_head = CurlHead(cfg.curl_dim) if cfg.curl else None
+                                     in_channels, cfg.curl_dim if curl_rainbow else None)
+            self.curl_head = CurlHead(cfg.curl_dim) if curl_rainbow else None
+            # another objective of curlrl.objectives on the 576 conv features
+            self.objective: Objective | None = (build_objective(cfg, self.online.feature_dim)
+                                                if cfg.curl and not curl_rainbow else None)
         self.online.to(self.device).train()
         self.target = copy.deepcopy(self.online).requires_grad_(False).train()  # noisy, as Kaixhin's
         self.momentum = None
         if cfg.curl:
-            self.curl_head.to(self.device)
+            aux = self.curl_head if curl_rainbow else self.objective
+            aux.to(self.device)
             self.momentum = copy.deepcopy(self._key_modules(self.online)).requires_grad_(False)
         self.support = torch.linspace(cfg.v_min, cfg.v_max, cfg.num_atoms, device=self.device)
         # foreach: the multi-tensor Adam, bit-identical to the per-tensor one and faster on the CPU
@@ -313,13 +336,21 @@ class DerAgent:
 
     @staticmethod
     def _key_modules(net: DerNetwork) -> nn.ModuleDict:
-        """The modules the contrastive key path reads: the encoder and the projection."""
-        return nn.ModuleDict({"encoder": net.encoder, "projection": net.projection})
+        """The modules the contrastive key path reads: the encoder and (CURL's) the projection."""
+        mods = {"encoder": net.encoder}
+        if net.projection is not None:
+            mods["projection"] = net.projection
+        return nn.ModuleDict(mods)
 
     def parameters(self) -> list[nn.Parameter]:
-        """The trained parameters: the online network (+ CURL's W)."""
+        """The trained parameters, one Adam over them all as in curl_rainbow: the online network
+        (+ CURL's W, or the objective's own heads; not its momentum copies)."""
         params = list(self.online.parameters())
-        return params + list(self.curl_head.parameters()) if self.curl_head is not None else params
+        if self.curl_head is not None:
+            params += list(self.curl_head.parameters())
+        if self.objective is not None:
+            params += [p for p in self.objective.parameters() if p.requires_grad]
+        return params
 
     @property
     def beta(self) -> float:
@@ -411,10 +442,15 @@ class DerAgent:
         rows = torch.arange(size, device=self.device)
         self.online.reset_noise(self.generator)
         self.target.reset_noise(self.generator)
+        obj = self.objective
+        online_b = obj is not None and (obj.keys == "online" or obj.symmetric)  # view b through the online encoder
         if cfg.curl:
             anchor = random_shift(b["obs"], cfg.shift_pad, self.generator)
             key = random_shift(b["obs"], cfg.shift_pad, self.generator)
-            h, h_anchor = self.online.features(torch.cat([b["obs"], anchor])).split(size)
+            if online_b:
+                h, h_anchor, h_key = self.online.features(torch.cat([b["obs"], anchor, key])).split(size)
+            else:
+                h, h_anchor = self.online.features(torch.cat([b["obs"], anchor])).split(size)
         else:
             h = self.online.features(b["obs"])
         log_p = self.online.logits(h).log_softmax(dim=-1)[rows, b["action"]]  # (B, atoms)
@@ -426,7 +462,7 @@ class DerAgent:
         c51 = -(m * log_p).sum(dim=1)
         per_sample = c51
         metrics: dict = {}
-        if cfg.curl:
+        if cfg.curl and obj is None:  # curl_rainbow's head
             z_anchor = self.online.projection(h_anchor)
             with torch.no_grad():
                 z_key = self.momentum["projection"](self.momentum["encoder"](key.float() / 255.0))
@@ -434,6 +470,19 @@ class DerAgent:
             curl_loss = F.cross_entropy(logits, rows)
             per_sample = c51 + cfg.curl_weight * curl_loss
             metrics["curl_loss"] = curl_loss.detach()
+        elif cfg.curl:  # another objective on the conv features (view a online, view b by obj.keys)
+            kwargs = {}
+            with torch.no_grad():
+                if obj.keys == "momentum" or obj.symmetric:
+                    views = torch.cat([key, anchor]) if obj.symmetric else key
+                    keyed = self.momentum["encoder"](views.float() / 255.0)
+                    b_key, a_key = keyed.split(size) if obj.symmetric else (keyed, None)
+            if obj.symmetric:
+                kwargs = dict(a_key=a_key, b_online=h_key)
+            aux_loss, aux_metrics = obj(h_anchor, b_key if obj.keys == "momentum" else h_key, **kwargs)
+            per_sample = c51 + cfg.curl_weight * aux_loss
+            metrics["curl_loss"] = aux_loss.detach()
+            metrics.update({f"aux_{k}": v for k, v in aux_metrics.items()})
         loss = (b["weight"] * per_sample).mean()
         if not torch.isfinite(loss):
             raise DivergenceError(f"DER update {self.updates}: the loss is not finite ({loss.item()})")
@@ -443,6 +492,8 @@ class DerAgent:
         self.optimizer.step()
         if cfg.curl:
             ema_update(self.momentum, self._key_modules(self.online), cfg.encoder_tau)
+            if obj is not None:
+                obj.momentum_update(cfg.encoder_tau)
         self.updates += 1
         if self.updates % cfg.target_update == 0:
             self.update_target()
@@ -462,8 +513,10 @@ class DerAgent:
     def modules(self) -> dict[str, nn.Module]:
         """Every network by name."""
         mods = {"online": self.online, "target": self.target}
-        if self.cfg.curl:
+        if self.curl_head is not None:
             mods.update(curl_head=self.curl_head, momentum=self.momentum)
+        elif self.objective is not None:
+            mods.update(objective=self.objective, momentum=self.momentum)
         return mods
 
     def state_dict(self) -> dict:

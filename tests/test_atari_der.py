@@ -2,6 +2,7 @@
 a learning check that fails when the distributional target is wrong."""
 import io
 import math
+import re
 
 import numpy as np
 import pytest
@@ -188,9 +189,11 @@ def _train(agent: DerAgent, rep: PrioritizedReplay, steps: int) -> list[dict]:
     return out
 
 
-@pytest.mark.parametrize("curl", [False, True])
-def test_a_resumed_agent_and_replay_make_bit_identical_updates(curl):
-    cfg = DerConfig(curl=curl, target_update=2, lr=1e-3)
+@pytest.mark.parametrize("curl, objective", [(False, "curl"), (True, "curl"), (True, "moco"), (True, "byol")])
+def test_a_resumed_agent_and_replay_make_bit_identical_updates(curl, objective):
+    # moco: its key queue (and pointer) resume in FIFO order; byol: its momentum projector and predictor
+    extra = {"queue_size": 64} if objective == "moco" else {}
+    cfg = DerConfig(curl=curl, target_update=2, lr=1e-3, objective=objective, **extra)
     agent, rep = DerAgent(4, cfg, seed=3), _filled_replay()
     _train(agent, rep, 3)
     agent_file, replay_file = io.BytesIO(), io.BytesIO()
@@ -214,6 +217,9 @@ def test_a_resumed_agent_and_replay_make_bit_identical_updates(curl):
         assert torch.equal(a, b)
     for a, b in zip(params(agent.target), params(resumed.target)):
         assert torch.equal(a, b)
+    if agent.objective is not None:
+        sa, sb = agent.objective.state_dict(), resumed.objective.state_dict()
+        assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
     got_act = resumed.act(rep2.sample(1, 0.5)["obs"][0]), resumed.act(rep2.sample(4, 0.5)["obs"], eval=True)
     assert got_act[0] == expected_act[0] and np.array_equal(got_act[1], expected_act[1])
 
@@ -343,3 +349,39 @@ def test_curl_der_learns_the_true_values_too():
     # the contrastive loss shares the encoder and sits in every priority; the RL target still converges
     q = _learned_q(DerAgent, curl=True)
     assert np.abs(q - TRUE_Q).max() < 0.1, q
+
+
+def test_another_objective_replaces_curls_head_on_the_conv_features():
+    """objective=NAME: curlrl.objectives' module on the 576 conv features, its parameters in
+    the agent's one Adam, its momentum heads EMA'd with the key encoder; the loss it adds to
+    every sample is the objective's own value on the two shifted views."""
+    from curlrl.objectives import BYOL, InfoNCE
+
+    rep = _filled_replay()
+    agent = DerAgent(4, DerConfig(objective="infonce", lr=1e-3), seed=0)
+    assert isinstance(agent.objective, InfoNCE) and agent.curl_head is None and agent.online.projection is None
+    own = {id(p) for p in agent.objective.parameters()}
+    assert own <= {id(p) for g in agent.optimizer.param_groups for p in g["params"]}
+    batch = rep.sample(8, 0.5)
+    m = agent.update(batch)
+    assert "aux_accuracy" in m and float(m["curl_loss"]) > 0
+    # per-sample priority = C51 cross-entropy + weight x the objective's batch loss
+    assert m["priorities"].mean() == pytest.approx(float(m["c51_loss"]) + 1.0 * float(m["curl_loss"]), rel=1e-5)
+    byol = DerAgent(4, DerConfig(objective="byol", encoder_tau=0.5), seed=0)
+    assert isinstance(byol.objective, BYOL)
+    before = [p.detach().clone() for p in byol.objective.projector_momentum.parameters()]
+    byol.update(rep.sample(8, 0.5))
+    online = list(byol.objective.projector.parameters())
+    for b0, t, o in zip(before, byol.objective.projector_momentum.parameters(), online):
+        torch.testing.assert_close(t, 0.5 * b0 + 0.5 * o.detach())  # EMA at encoder_tau after the step
+
+
+@pytest.mark.parametrize("overrides, words", [
+    (dict(objective="supcon"), "needs batches of frames from one episode window"),
+    (dict(curl=False, objective="byol"), "needs curl=true"),
+    (dict(objective="moco", queue_size=16), "'queue_size' (16) must be >= batch_size (32)"),
+    (dict(objective="curl", temperature=0.1), "applies to objective="),
+])
+def test_objective_settings_der_cannot_run_are_refused(overrides, words):
+    with pytest.raises(ConfigError, match=re.escape(words)):
+        DerConfig(**overrides)

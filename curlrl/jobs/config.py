@@ -23,7 +23,7 @@ from typing import Any
 import yaml
 
 from curlrl.agents.curl_sac import AgentConfig
-from curlrl.agents.der import DerConfig, curl_weight_for
+from curlrl.agents.der import DerConfig, check_der_objective, curl_weight_for
 from curlrl.augment import parse_views
 from curlrl.errors import ConfigError
 from curlrl.objectives import check_batch, objective_options
@@ -158,6 +158,7 @@ def validate_atari(cfg: AtariConfig) -> AtariConfig:
     if cfg.batch_size > cfg.replay_capacity:
         raise ConfigError(f"config key 'batch_size' ({cfg.batch_size}) must be <= replay_capacity "
                           f"({cfg.replay_capacity})")
+    check_der_objective(cfg)
     return cfg
 
 
