@@ -114,6 +114,21 @@ def test_run_status_reads_the_run_dir(bench_runs, tmp_path):
     assert st.state == "corrupt" and "corrupt" in st.message
 
 
+@pytest.mark.parametrize("counters, state", [
+    (dict(env_step=1000, next_eval=1000), "partial"),     # checkpointed at the budget, killed while evaluating
+    (dict(env_step=1000, next_eval=1500), "done"),
+    (dict(env_step=1000, next_eval=2000, final_done_at=-1), "partial"),   # Atari: the final evaluation to do
+    (dict(env_step=1000, next_eval=2000, final_done_at=1000), "done"),
+    (dict(env_step=800, next_eval=1000), "partial"),
+])
+def test_a_run_is_done_only_once_its_evaluations_at_the_budget_are(tmp_path, counters, state):
+    from curlrl.jobs.rundir import TRAIN_KIND
+
+    RunDir(tmp_path / "r").save_checkpoint({"kind": TRAIN_KIND, "version": 1, "counters": counters})
+    st = bench.run_status(tmp_path / "r", 1000)
+    assert (st.state, st.env_step) == (state, counters["env_step"])
+
+
 def test_report_on_bench_runs(bench_runs, tmp_path):
     out = tmp_path / "report"
     rc, text = _cli(["report", str(bench_runs["out"]), "--steps", "800,1600,100000", "--compare", "published",

@@ -227,6 +227,7 @@ class AtariTrainer(RunWriter):
     def _final_evaluation(self) -> float | None:
         cfg = self.cfg
         if cfg.final_eval_episodes == 0:
+            self.final_done_at = self.env_step  # nothing to evaluate: done
             return None
         # its own seeds (salt 2): the same games whenever the run ends at this step
         results = evaluate_der(self.agent, self.eval_env, cfg.final_eval_episodes, cfg.seed, self.env_step, salt=2)

@@ -51,14 +51,20 @@ class RunStatus:
 
 
 def run_status(run_dir: str | Path, env_steps: int) -> RunStatus:
-    """Classify ``run_dir`` against a budget of ``env_steps`` environment steps."""
+    """Classify ``run_dir`` against a budget of ``env_steps`` environment steps.
+
+    A run is done when its checkpoint is at the budget *and* its evaluations there are done:
+    a checkpoint written at the budget before the last evaluation (a run killed while it
+    evaluated) is partial, and a resume evaluates (an Atari run: also its final evaluation)."""
     try:
-        step = RunDir(run_dir).checkpoint_env_step()
+        counters = RunDir(run_dir).checkpoint_counters()
     except CheckpointError as exc:
         return RunStatus("corrupt", 0, str(exc))
-    if step is None:
+    if counters is None:
         return RunStatus("new")
-    return RunStatus("done" if step >= env_steps else "partial", step)
+    step = counters["env_step"]
+    evaluated = counters.get("next_eval", env_steps + 1) > env_steps and counters.get("final_done_at", step) >= step
+    return RunStatus("done" if step >= env_steps and evaluated else "partial", step)
 
 
 @dataclass
