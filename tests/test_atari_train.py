@@ -57,16 +57,16 @@ def weights(run_dir):
     return flat
 
 
-def test_a_run_killed_after_a_mid_game_checkpoint_resumes_to_the_uninterrupted_run(tmp_path):
-    whole, cut = tmp_path / "whole", tmp_path / "cut"
-    r = curlrl("train", "atari-breakout", *SMALL, "--run-dir", str(whole))
+@pytest.fixture(scope="module")
+def whole(tmp_path_factory):
+    """The uninterrupted run every interrupted one is compared with."""
+    run = tmp_path_factory.mktemp("atari") / "whole"
+    r = curlrl("train", "atari-breakout", *SMALL, "--run-dir", str(run))
     assert r.returncode == 0, r.stderr
-    # the kill lands right after the checkpoint at agent step 500 (mid-game: the cap is 600 steps)
-    r = curlrl("train", "atari-breakout", *SMALL, "--run-dir", str(cut), env={"CURLRL_FAULT": "checkpoint:500"})
-    assert r.returncode == -9
-    assert (cut / "checkpoints" / "LATEST").read_text().strip() == "step-000000500"
-    r = curlrl("train", "--resume", "--run-dir", str(cut))
-    assert r.returncode == 0, r.stderr
+    return run
+
+
+def assert_same_run(whole, cut):
     for name in ("train.csv", "eval.csv", "final_eval.csv"):
         assert rows(whole / name) == rows(cut / name), name
     a, b = weights(whole), weights(cut)
@@ -77,10 +77,32 @@ def test_a_run_killed_after_a_mid_game_checkpoint_resumes_to_the_uninterrupted_r
             assert torch.equal(a[k], b[k]), k
         else:
             assert a[k] == b[k], k
-    from curlrl.per import PrioritizedReplay
-    ra, rb = (np.load(d / "checkpoints" / "step-000000600" / "replay.npz") for d in (whole, cut))
+    ra, rb = (np.load(d / "checkpoints" / (d / "checkpoints" / "LATEST").read_text().strip() / "replay.npz")
+              for d in (whole, cut))
     assert ra.files == rb.files and all(np.array_equal(ra[f], rb[f]) for f in ra.files)
-    assert PrioritizedReplay  # the file is the replay's own format (np.load reads it without pickles)
+
+
+def test_a_run_killed_after_a_mid_game_checkpoint_resumes_to_the_uninterrupted_run(whole, tmp_path):
+    cut = tmp_path / "cut"
+    # the kill lands right after the checkpoint at agent step 500 (mid-game: the cap is 600 steps)
+    r = curlrl("train", "atari-breakout", *SMALL, "--run-dir", str(cut), env={"CURLRL_FAULT": "checkpoint:500"})
+    assert r.returncode == -9
+    assert (cut / "checkpoints" / "LATEST").read_text().strip() == "step-000000500"
+    r = curlrl("train", "--resume", "--run-dir", str(cut))
+    assert r.returncode == 0, r.stderr
+    assert_same_run(whole, cut)
+
+
+def test_sigterm_after_an_evaluation_checkpoints_that_step_and_the_resume_is_exact(whole, tmp_path):
+    cut = tmp_path / "cut"
+    r = curlrl("train", "atari-breakout", *SMALL, "--run-dir", str(cut), env={"CURLRL_FAULT": "eval:300:TERM"})
+    assert r.returncode == 143, r.stderr
+    # the step in progress when the signal came (the one after the evaluation) is finished, then checkpointed
+    assert "stopped by SIGTERM at env step 301 (checkpoint written)" in r.stderr
+    assert "curlrl train --resume --run-dir" in r.stderr
+    r = curlrl("train", "--resume", "--run-dir", str(cut))
+    assert r.returncode == 0, r.stderr
+    assert_same_run(whole, cut)
 
 
 def test_the_logs_hold_games_both_protocols_and_agent_steps(tmp_path):
