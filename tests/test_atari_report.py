@@ -20,7 +20,8 @@ def fake_run(root, algo, game, seed, evals, final, budget=300):
     d = root / algo / game / f"seed{seed}"
     d.mkdir(parents=True)
     (d / "config.yaml").write_text(yaml.safe_dump({"task": f"atari-{game}", "seed": seed, "env_steps": budget,
-                                                   "curl": algo == "curl", "label": ""}))
+                                                   "curl": algo == "curl", "label": "",
+                                                   "beta_anneal_updates": 98_400}))
     for name, table in (("eval.csv", evals), ("final_eval.csv", final)):
         with open(d / name, "w", newline="") as fh:
             w = csv.DictWriter(fh, fieldnames=COLUMNS)
@@ -56,6 +57,8 @@ def test_final_and_best_protocols_and_the_iqm(tmp_path):
     assert f"| atari-boxing | 10.6 ± {np.std(finals):.1f} (4) | 10.0 ± 0.0 (4) |" in text
     assert "1.2 ± 10 | 0.2 | 0.9 | 0.1 | 12.1 |" in text
     assert (tmp_path / "rep" / "atari_curves.png").stat().st_size > 0
+    # a 300-step run is named as such beside the benchmark's budget
+    assert "| curl | atari-boxing | 0, 1, 2, 3 | env_steps=300 (benchmark 100000) |" in text
 
 
 def test_an_unfinished_run_is_named_and_left_out(tmp_path):

@@ -39,6 +39,7 @@ class AtariRun:
     seed: int
     source: str
     budget: int
+    departures: list[str] = field(default_factory=list)  # settings that differ from the shipped config
     evals: dict[int, list[float]] = field(default_factory=dict)   # agent step -> scores (eval.csv)
     final: dict[int, list[float]] = field(default_factory=dict)   # agent step -> scores (final_eval.csv)
 
@@ -101,7 +102,8 @@ def load_atari_runs(paths: Sequence[str | Path], labels: Sequence[str] | None = 
         for d in run_dirs_below([p]):
             cfg = RunDir(d).read_config()
             algo = label or cfg.get("label") or ("curl" if cfg.get("curl", True) else "der")
-            run = AtariRun(algo, str(cfg["task"]), int(cfg.get("seed", 0)), str(d), int(cfg["env_steps"]))
+            run = AtariRun(algo, str(cfg["task"]), int(cfg.get("seed", 0)), str(d), int(cfg["env_steps"]),
+                           departures(cfg))
             run.evals = _by_step(read_rows(d / "eval.csv"), d / "eval.csv")
             if (d / "final_eval.csv").is_file():
                 run.final = _by_step(read_rows(d / "final_eval.csv"), d / "final_eval.csv")
@@ -109,6 +111,24 @@ def load_atari_runs(paths: Sequence[str | Path], labels: Sequence[str] | None = 
     if not runs:
         raise AtariReportError(f"no Atari runs found in {', '.join(map(str, paths))}")
     return list(runs.values())
+
+
+def departures(cfg: dict) -> list[str]:
+    """The learning-relevant keys of an Atari run's config that differ from its game's shipped
+    config (DER's and curl_rainbow's settings), ``key=value (paper X)``; ``curl`` names the
+    agent and is not listed, the budget is listed when it is not the benchmark's 100k."""
+    from curlrl.jobs import config as config_mod
+
+    try:
+        paper = config_mod.to_dict(config_mod.resolve(cfg.get("task")))
+    except CurlrlError:
+        return [f"task {cfg.get('task')!r} has no shipped config"]
+    compared = config_mod.compared_keys(config_mod.AtariConfig)
+    out = [f"{k}={cfg[k]} (paper {paper[k]})" for k in paper
+           if k in compared and k != "curl" and k in cfg and cfg[k] != paper[k]]
+    if cfg.get("env_steps") != paper["env_steps"]:
+        out.append(f"env_steps={cfg.get('env_steps')} (benchmark {paper['env_steps']})")
+    return out
 
 
 def _mean_std(values: list[float]) -> str:
@@ -166,6 +186,13 @@ def make_atari_report(paths: Sequence[str | Path], out: str | Path, labels: Sequ
           "- Per game: mean ± std over finished runs (n). HNS = (score - random) / (human - random). IQM: the "
           f"25%-trimmed mean of HNS over runs x games, 95% stratified-bootstrap CI (rliable, {reps} "
           f"replications, seed {seed}).", ""]
+    md += ["## Settings", "", "| agent | game | seeds | departures from DER's / curl_rainbow's settings |",
+           "|---|---|---|---|"]
+    for (a, g), rs in sorted(by.items()):
+        notes = sorted({d for r in rs for d in r.departures})
+        md.append(f"| {a} | {g} | {', '.join(str(r.seed) for r in sorted(rs, key=lambda r: r.seed))} | "
+                  f"{'; '.join(notes) or 'none'} |")
+    md.append("")
     unfinished = [r for r in runs if not r.finished]
     if unfinished:
         md += ["**Unfinished runs** (no final evaluation yet; their best-so-far is not used): " +
@@ -174,7 +201,7 @@ def make_atari_report(paths: Sequence[str | Path], out: str | Path, labels: Sequ
     head = ["game"] + [f"{a} {p}" for a in algos for p in ("final", "best")]
     if compare_published:
         head += ["paper CURL (best, 20 seeds)", "paper DER", "rliable CURL final (100 runs)", "random", "human"]
-    md += ["## Per game (raw scores at 100k agent steps)", "", "| " + " | ".join(head) + " |",
+    md += ["## Per game (raw scores at each run's budget; the published ones at 100k)", "", "| " + " | ".join(head) + " |",
            "|" + "---|" * len(head)]
     for g in games:
         cells = [g]
