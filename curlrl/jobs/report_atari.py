@@ -201,8 +201,8 @@ def make_atari_report(paths: Sequence[str | Path], out: str | Path, labels: Sequ
     head = ["game"] + [f"{a} {p}" for a in algos for p in ("final", "best")]
     if compare_published:
         head += ["paper CURL (best, 20 seeds)", "paper DER", "rliable CURL final (100 runs)", "random", "human"]
-    md += ["## Per game (raw scores at each run's budget; the published ones at 100k)", "", "| " + " | ".join(head) + " |",
-           "|" + "---|" * len(head)]
+    md += ["## Per game (raw scores at each run's budget; the published ones at 100k)", "",
+           "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for g in games:
         cells = [g]
         for a in algos:
