@@ -349,7 +349,7 @@ class AtariTrainer(RunWriter):
             took = time.time() - self.t_start
             rate = (self.env_step - start_step) / max(took, 1e-9)
             evals = self.rundir.evals()
-            curve = " | ".join(f"{s // 1000}k: {np.mean(v):.1f}" for s, v in sorted(evals.items())) or "none yet"
+            curve = " | ".join(f"{s / 1000:g}k: {np.mean(v):.1f}" for s, v in sorted(evals.items())) or "none yet"
             lines = [f"\ncurlrl: {cfg.task} seed {cfg.seed} ({'CURL' if cfg.curl else 'DER'}): {self.env_step} agent "
                      f"steps ({self.env_step * FRAMES_PER_STEP} frames, {self.agent.updates} updates, "
                      f"{self.games} games) in {took:.0f}s ({rate:.1f} agent steps/s)",
