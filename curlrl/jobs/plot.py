@@ -114,7 +114,7 @@ def plot_curves(curves: Sequence[Curve], out: str | Path) -> Path:
         ax.set_title(task)
         ax.set_xlabel("agent steps (4 frames each)" if task.startswith("atari-") else "environment steps")
         ax.set_ylabel("evaluation return")
-        ax.set_ylim(bottom=min(0.0, float(min(c.mean.min() for c in mine))))
+        ax.set_ylim(bottom=min(0.0, float(min((c.mean - c.std).min() for c in mine))))  # the bands too
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="upper left")
     fig.tight_layout()
