@@ -52,7 +52,7 @@ from curlrl.augment import random_shift
 from curlrl.contrastive import CurlHead
 from curlrl.ema import ema_update
 from curlrl.errors import CheckpointError, ConfigError, DivergenceError
-from curlrl.objectives import Objective, build_objective, check_batch, objective_options
+from curlrl.objectives import Objective, build_objective, check_auxiliary
 from curlrl.options import ObjectiveConfig, option
 
 # curl_rainbow agent.py: ``0.01 if game in ['pong', 'boxing', 'private_eye', 'freeway'] else 1``
@@ -127,11 +127,7 @@ def check_der_objective(cfg: DerConfig) -> None:
     """ConfigError for an objective setting DER cannot run: an objective with curl=false, a key
     of another objective, a queue smaller than a batch, or supcon (its batches are frames of one
     episode window; DER's are prioritised transitions)."""
-    if not cfg.curl and cfg.objective != "curl":
-        raise ConfigError(f"config key 'objective' = {cfg.objective!r} needs curl=true: curl=false turns the "
-                          f"auxiliary objective off")
-    objective_options(cfg)
-    check_batch(cfg, cfg.batch_size)
+    check_auxiliary(cfg, cfg.curl, cfg.batch_size)
     if cfg.curl and cfg.objective == "supcon":
         raise ConfigError("config key 'objective' = 'supcon' needs batches of frames from one episode window; "
                           "DER's replay draws prioritised transitions: choose another objective")

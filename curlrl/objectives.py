@@ -597,6 +597,18 @@ def check_batch(cfg: ObjectiveConfig, batch_size: int) -> None:
                           f"draws the batch as groups of frames of one episode window")
 
 
+def check_auxiliary(cfg: ObjectiveConfig, curl: bool, batch_size: int) -> None:
+    """ConfigError for an agent's auxiliary-objective settings it cannot run: an objective
+    other than curl with ``curl`` off, a key of another objective, and (with ``curl`` on) the
+    objective's settings impossible at ``batch_size`` (:func:`check_batch`)."""
+    if not curl and cfg.objective != "curl":
+        raise ConfigError(f"config key 'objective' = {cfg.objective!r} needs curl=true: curl=false turns the "
+                          f"auxiliary objective off")
+    objective_options(cfg)
+    if curl:
+        check_batch(cfg, batch_size)
+
+
 def build_objective(cfg: ObjectiveConfig, feature_dim: int) -> Objective:
     """The objective ``cfg.objective`` on encoder features of size ``feature_dim``."""
     cls = objective_class(cfg.objective)

@@ -34,7 +34,7 @@ import torch
 from curlrl.agents.der import DerAgent
 from curlrl.errors import CheckpointError
 from curlrl.jobs.config import AtariConfig, der_config
-from curlrl.jobs.divergence import diverged, first_nonfinite_parameter
+from curlrl.jobs.divergence import diverged, first_nonfinite_in_modules
 from curlrl.jobs.episodes import episode_seed
 from curlrl.jobs.faults import configured_fault, fault_point
 from curlrl.jobs.rngstate import global_rng_state, set_global_rng_state
@@ -93,15 +93,22 @@ def evaluate_der(agent: DerAgent, env, episodes: int, seed: int, eval_index: int
     return out
 
 
+def load_der_checkpoint(run: RunDir, device) -> dict:
+    """The checkpoint of an Atari run; CheckpointError if it is not one (another kind of run,
+    or a DeepMind Control agent's)."""
+    state = run.load_checkpoint(map_location=device, kind=TRAIN_KIND)
+    if state.get("agent_kind") != "der":
+        raise CheckpointError(f"checkpoint {run.checkpoint_path} is of a DeepMind Control run, not an Atari one")
+    return state
+
+
 def evaluate_atari_run(run: RunDir, cfg: AtariConfig, episodes: int, video: bool) -> dict:
     """``curlrl eval`` of an Atari run: ``episodes`` games of its checkpoint's agent (noise off,
     epsilon ``eval_epsilon``), raw scores; nothing is appended to its logs."""
     from curlrl.jobs.host import resolve_device
 
     device = resolve_device(cfg.device)
-    state = run.load_checkpoint(map_location=device, kind=TRAIN_KIND)
-    if state.get("agent_kind") != "der":
-        raise CheckpointError(f"checkpoint {run.checkpoint_path} is of a DeepMind Control run, not an Atari one")
+    state = load_der_checkpoint(run, device)
     _, eval_env = build_atari_envs(cfg)
     agent = build_der_agent(cfg, int(eval_env.action_space.n), device)
     run.load_agent_state(agent, state)
@@ -153,8 +160,7 @@ class AtariTrainer(RunWriter):
     # -- checkpoints -----------------------------------------------------------------
     def _save_checkpoint(self) -> None:
         agent = self.agent
-        named = [(f"{n}.{k}", t) for n, m in agent.modules().items() for k, t in m.state_dict().items()]
-        bad = first_nonfinite_parameter(named)
+        bad = first_nonfinite_in_modules(agent.modules())
         if bad is not None:
             raise diverged(f"agent parameter {bad} is not finite", f"update {agent.updates} (agent step "
                            f"{self.env_step})", self.rundir.checkpoint_words())
@@ -179,9 +185,7 @@ class AtariTrainer(RunWriter):
     def _load_checkpoint(self) -> None:
         self.check_resumable()
         path = self.rundir.checkpoint_path
-        state = self.rundir.load_checkpoint(map_location=self.device, kind=TRAIN_KIND)
-        if state.get("agent_kind") != "der":
-            raise CheckpointError(f"checkpoint {path} is of a DeepMind Control run, not an Atari one")
+        state = load_der_checkpoint(self.rundir, self.device)
         self.rundir.load_agent_state(self.agent, state)
         try:
             c = state["counters"]

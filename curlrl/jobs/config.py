@@ -23,10 +23,10 @@ from typing import Any
 import yaml
 
 from curlrl.agents.curl_sac import AgentConfig
-from curlrl.agents.der import DerConfig, check_der_objective, curl_weight_for
+from curlrl.agents.der import DerConfig, curl_weight_for
 from curlrl.augment import parse_views
 from curlrl.errors import ConfigError
-from curlrl.objectives import check_batch, objective_options
+from curlrl.objectives import check_auxiliary, objective_options
 from curlrl.options import EncoderConfig, option
 
 
@@ -153,12 +153,10 @@ def validate_atari(cfg: AtariConfig) -> AtariConfig:
     if cfg.beta_anneal_updates is None and isinstance(cfg.env_steps, int) and isinstance(cfg.learn_start, int):
         cfg = dataclasses.replace(cfg, beta_anneal_updates=max(1, cfg.env_steps - cfg.learn_start))
     cfg = check_fields(cfg)
-    if not cfg.v_min < cfg.v_max:
-        raise ConfigError(f"config key 'v_min' ({cfg.v_min}) must be below 'v_max' ({cfg.v_max})")
+    der_config(cfg)  # DerConfig's own cross-field checks: v_min < v_max, the objective DER can run
     if cfg.batch_size > cfg.replay_capacity:
         raise ConfigError(f"config key 'batch_size' ({cfg.batch_size}) must be <= replay_capacity "
                           f"({cfg.replay_capacity})")
-    check_der_objective(cfg)
     return cfg
 
 
@@ -322,11 +320,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
                               f"action_repeat ({cfg.action_repeat}): env steps advance by action_repeat")
     if cfg.capture == "cudagraphs" and cfg.device == "cpu":
         raise ConfigError("config key 'capture' = 'cudagraphs' needs a CUDA device (device=cuda or auto)")
-    if not cfg.curl and cfg.objective != "curl":
-        raise ConfigError(f"config key 'objective' = {cfg.objective!r} needs curl=true: curl=false turns the "
-                          f"auxiliary objective off")
-    if cfg.curl:
-        check_batch(cfg, cfg.batch_size)
+    check_auxiliary(cfg, cfg.curl, cfg.batch_size)
     if cfg.update_mode == "fused" and cfg.curl and cfg.objective != "curl":
         raise ConfigError(f"config key 'update_mode' = 'fused' sums CURL's loss into the critic's and does not "
                           f"apply to objective={cfg.objective}")

@@ -51,6 +51,14 @@ def first_nonfinite_parameter(named: Iterable[tuple[str, torch.Tensor]]) -> str 
     return named[int((~ok).nonzero()[0])][0]
 
 
+def first_nonfinite_in_modules(modules: Mapping[str, torch.nn.Module],
+                               extra: Iterable[tuple[str, torch.Tensor]] = ()) -> str | None:
+    """:func:`first_nonfinite_parameter` over every tensor of ``modules``' state dicts (named
+    ``module.key``) and ``extra``: what a job checks before it writes a checkpoint."""
+    named = [(f"{name}.{k}", t) for name, m in modules.items() for k, t in m.state_dict().items()]
+    return first_nonfinite_parameter([*named, *extra])
+
+
 def diverged(what: str, where: str, kept: str) -> DivergenceError:
     """``critic_loss is nan at update 1234 (env step 9872); stopped without overwriting the
     checkpoint of env step 8000``."""

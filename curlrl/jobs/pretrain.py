@@ -36,7 +36,7 @@ from curlrl.ema import ema_update
 from curlrl.encoder import PixelEncoder
 from curlrl.errors import CheckpointError, ConfigError
 from curlrl.jobs import config as config_mod
-from curlrl.jobs.divergence import diverged, first_nonfinite, first_nonfinite_parameter
+from curlrl.jobs.divergence import diverged, first_nonfinite, first_nonfinite_in_modules
 from curlrl.jobs.rundir import PRETRAIN_COLUMNS, PRETRAIN_KIND, RunDir
 from curlrl.jobs.writer import RunWriter
 from curlrl.jobs.signals import StopFlag
@@ -301,9 +301,8 @@ class Pretrainer(RunWriter):
                            self.rundir.checkpoint_words())
 
     def _save(self) -> None:
-        parts = (("encoder", self.encoder), ("key_encoder", self.key_encoder), (self.objective_key, self.objective))
-        named = [(f"{part}.{k}", t) for part, m in parts for k, t in m.state_dict().items()]
-        bad = first_nonfinite_parameter(named)
+        bad = first_nonfinite_in_modules({"encoder": self.encoder, "key_encoder": self.key_encoder,
+                                          self.objective_key: self.objective})
         if bad is not None:
             raise diverged(f"parameter {bad} is not finite", f"update {self.step}", self.rundir.checkpoint_words())
         state = {

@@ -17,7 +17,7 @@ import torch
 from curlrl.agents.curl_sac import AgentConfig, CurlSacAgent
 from curlrl.errors import CheckpointError, ConfigError, CurlrlError
 from curlrl.jobs.config import TrainConfig
-from curlrl.jobs.divergence import diverged, first_nonfinite, first_nonfinite_parameter
+from curlrl.jobs.divergence import diverged, first_nonfinite, first_nonfinite_in_modules
 from curlrl.jobs.episodes import episode_seed, evaluate
 from curlrl.jobs.faults import configured_fault, fault_point
 from curlrl.jobs.plot import CURVE_PNG, Curve, curve_text, plot_curves, random_text, read_curve
@@ -176,8 +176,7 @@ class Trainer(RunWriter):
     def _check_finite(self) -> None:
         """DivergenceError (before anything is written) if a parameter of the agent is not finite."""
         agent = self.agent
-        named = [(f"{name}.{k}", t) for name, m in agent.modules().items() for k, t in m.state_dict().items()]
-        bad = first_nonfinite_parameter([*named, ("log_alpha", agent.log_alpha)])
+        bad = first_nonfinite_in_modules(agent.modules(), [("log_alpha", agent.log_alpha)])
         if bad is not None:
             raise diverged(f"agent parameter {bad} is not finite", f"update {agent.updates} (env step "
                            f"{self.env_step})", self.rundir.checkpoint_words())
