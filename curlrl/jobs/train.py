@@ -357,7 +357,8 @@ class Trainer(RunWriter):
                 lines.append(f"  for scale, random actions score {scale}")
             if summary["plot"]:
                 lines.append(f"  plot: {summary['plot']}  (curlrl plot {self.run_dir} redraws it)")
-            lines.append(f"  run dir: {self.run_dir}  (train.csv, eval.csv, videos/, checkpoints/, TensorBoard events)")
+            videos = "videos/, " if self.cfg.video else ""
+            lines.append(f"  run dir: {self.run_dir}  (train.csv, eval.csv, {videos}checkpoints/, TensorBoard events)")
             print("\n".join(lines))
         return summary
 
