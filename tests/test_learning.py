@@ -103,7 +103,7 @@ def _road_runner_finals(tmp_path, *overrides: str, code: str | None = None) -> l
 
 @pytest.mark.slow
 def test_curl_rainbow_learns_road_runner(tmp_path):
-    """~12 min on 2 cores: README command 1 on 4 seeds; at least 2 must end at >= 500.
+    """~14 min on 2 cores: README command 1 on 4 seeds; at least 2 must end at >= 500.
 
     Random actions score 11.5. With 4 of 5 seeds learning on our CPU (p ~ 0.8 per seed), 3 or
     4 of 4 fail to learn with probability ~3%; the seeds' paths differ between machines (float
@@ -115,7 +115,7 @@ def test_curl_rainbow_learns_road_runner(tmp_path):
 
 @pytest.mark.slow
 def test_road_runner_threshold_fails_a_reward_blind_agent(tmp_path):
-    """~12 min: the same 4 runs with every stored reward 0 must all end below the threshold.
+    """~14 min: the same 4 runs with every stored reward 0 must all end below the threshold.
 
     The threshold then means learning from reward, not a lucky policy of an agent that updates
     without it.
