@@ -4,12 +4,14 @@
 # regenerate the report from those copies alone:
 #   bash results/atari100k/collect.sh ~/runs/atari100k-cpu/runs
 # `curlrl report results/atari100k/runs --compare published --out results/atari100k/report`
-# reads the copies as it reads run directories. Only finished runs (a final_eval.csv) are copied.
+# reads the copies as it reads run directories. Only finished runs are copied: a run writes
+# final_eval.csv's header when it starts and its rows at the end.
 set -eu
 SRC=${1:?usage: collect.sh BENCH_RUNS_DIR}
 HERE=$(cd "$(dirname "$0")" && pwd)
 C=${CURLRL:-curlrl}
 find "$SRC" -name final_eval.csv | while read -r f; do
+  [ "$(wc -l < "$f")" -gt 1 ] || continue   # header only: the run has not finished
   run=$(dirname "$f")
   rel=${run#"$SRC"/}
   mkdir -p "$HERE/runs/$rel"
