@@ -181,8 +181,9 @@ def make_atari_report(paths: Sequence[str | Path], out: str | Path, labels: Sequ
           f"{len(runs)} runs ({sum(r.finished for r in runs)} finished), {len(algos)} agent(s), {len(games)} game(s).",
           "",
           "- **final** (rliable's protocol): a run's score is the mean raw game score of its final evaluation "
-          "(100 games, noise off, epsilon 0.001) at its budget. **best** (CURL's paper): the best of its "
-          "10-game evaluations every 10k agent steps, an upward-biased maximum of noisy estimates.",
+          "(noise off, epsilon 0.001; 100 games, unless Settings lists final_eval_episodes) at its budget. "
+          "**best** (CURL's paper): the best of its evaluations during training (the benchmark's: 10 games "
+          "every 10k agent steps; see each run's eval.csv), an upward-biased maximum of noisy estimates.",
           "- Per game: mean ± std over finished runs (n). HNS = (score - random) / (human - random). IQM: the "
           f"25%-trimmed mean of HNS over runs x games, 95% stratified-bootstrap CI (rliable, {reps} "
           f"replications, seed {seed}).", ""]
