@@ -56,6 +56,11 @@ def test_final_and_best_protocols_and_the_iqm(tmp_path):
     assert f"| curl (best) | {(10 - 0.1) / 12:.3f} [" in text
     assert f"| atari-boxing | 10.6 ± {np.std(finals):.1f} (4) | 10.0 ± 0.0 (4) |" in text
     assert "1.2 ± 10 | 0.2 | 0.9 | 0.1 | 12.1 |" in text
+    # one row per run: its evaluation curve, final and best; then the mean over seeds with its interval
+    assert "| curl | atari-boxing | 2 | 100: 1.0 · 200: 10.0 · 300: 4.0 | 12.1 | 10.0 |" in text
+    from curlrl.jobs.report import bootstrap_ci
+    lo, hi = bootstrap_ci(np.array(finals))
+    assert f"| curl | atari-boxing | mean of 4 [95% CI] | | 10.6 [{lo:.1f}, {hi:.1f}] | 10.0 [10.0, 10.0] |" in text
     assert (tmp_path / "rep" / "atari_curves.png").stat().st_size > 0
     # a 300-step run is named as such beside the benchmark's budget
     assert "| curl | atari-boxing | 0, 1, 2, 3 | env_steps=300 (benchmark 100000) |" in text
@@ -66,6 +71,8 @@ def test_an_unfinished_run_is_named_and_left_out(tmp_path):
     fake_run(tmp_path, "der", "pong", 1, {100: [-20.0], 300: [-19.0]}, {300: [-18.7]})
     text = make_atari_report([tmp_path], tmp_path / "rep", reps=100).read_text()
     assert "**Unfinished runs**" in text and "der atari-pong seed 0 (last eval at 100)" in text
+    assert "| der | atari-pong | 0 | 100: -21.0 | – | -21.0 |" in text           # no final yet
+    assert "| der | atari-pong | mean of 1 [95% CI] | | -18.7 [-18.7, -18.7] | -19.0 [-19.0, -19.0] |" in text
     assert "| der (final) | " + f"{hns('pong', -18.7):.3f}" in text
 
 

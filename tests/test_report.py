@@ -76,6 +76,20 @@ def test_bootstrap_ci_contains_point_estimate():
         assert np.all(cis[algo][1] - cis[algo][0] > 0)
 
 
+def test_bootstrap_ci_of_the_mean_by_hand():
+    # two runs: a resample of 2 has mean 0 (p 1/4), 0.5 (p 1/2) or 1 (p 1/4), so the 2.5th and
+    # 97.5th percentiles of the bootstrap means are 0 and 1
+    assert report.bootstrap_ci(np.array([0.0, 1.0]), reps=4000) == (0.0, 1.0)
+    # identical runs: no spread; one run: that value twice
+    assert report.bootstrap_ci(np.array([3.0, 3.0, 3.0])) == (3.0, 3.0)
+    assert report.bootstrap_ci(np.array([7.0])) == (7.0, 7.0)
+    # many runs: close to the normal interval of the mean, mean +- 1.96 * sd / sqrt(n)
+    x = np.random.default_rng(1).normal(10.0, 2.0, 400)
+    half = 1.96 * x.std() / np.sqrt(len(x))
+    lo, hi = report.bootstrap_ci(x, reps=4000)
+    assert lo == pytest.approx(x.mean() - half, abs=0.05) and hi == pytest.approx(x.mean() + half, abs=0.05)
+
+
 def test_score_is_mean_at_exact_step_and_matrix_notes():
     r = report.RunRecord("curl", "cartpole-swingup", 0, "x", evals={100: [1.0, 3.0], 200: [5.0]})
     assert r.score(100) == 2.0 and r.score(150) is None and r.last_step == 200
@@ -142,9 +156,11 @@ def test_report_two_algorithms(runs, tmp_path):
                  "--out", str(out)]) == 0
     md = (out / "report.md").read_text()
     # per-task mean ± std (ddof=0) and IQM at exactly 100k; the stopped run is named, not interpolated
-    assert "| cartpole-swingup | curl | 3/4 | 710.0 ± 77.9 | 710.0 | seed 3 (last eval 50000) |" in md
-    assert "| reacher-easy | curl | 3/3 | 900.0 ± 40.8 | 900.0 | - |" in md
-    assert "| cartpole-swingup | pixel_sac_crop | 3/3 | 320.0 ± 16.3 | 320.0 | - |" in md
+    lo, hi = report.bootstrap_ci(np.array([810.0, 700.0, 620.0]))
+    assert (f"| cartpole-swingup | curl | 3/4 | 0: 810.0 · 1: 700.0 · 2: 620.0 | 710.0 ± 77.9 | "
+            f"710.0 [{lo:.1f}, {hi:.1f}] | 710.0 | seed 3 (last eval 50000) |") in md
+    assert "| reacher-easy | curl | 3/3 | 0: 900.0 · 1: 850.0 · 2: 950.0 | 900.0 ± 40.8 | 900.0 [" in md
+    assert "| cartpole-swingup | pixel_sac_crop | 3/3 | 0: 300.0 · 1: 320.0 · 2: 340.0 | 320.0 ± 16.3 | " in md
     assert "No run has an evaluation at env step 500000" in md
     # aggregates over runs x tasks of normalised scores: IQM by hand = 0.815
     row = next(ln for ln in md.splitlines() if ln.startswith("| curl | 2 | 3 |") and "0.815 [" in ln)

@@ -427,21 +427,27 @@ def _settings_section(algos, tasks, by) -> list[str]:
 
 def _per_task_section(algos, tasks, by, step) -> list[str]:
     md = [f"## Per-task scores at env step {step}", "",
-          "| task | algorithm | runs | mean ± std | IQM | missing runs |", "|---|---|---|---|---|---|"]
+          "Per seed: each run's score (seed: score). CI: 95% percentile-bootstrap interval of the mean over "
+          "the seeds scored (resampling runs; with few seeds a rough guide, not a test).", "",
+          "| task | algorithm | runs | per seed | mean ± std | mean [95% CI over seeds] | IQM | missing runs |",
+          "|---|---|---|---|---|---|---|---|"]
     for task in tasks:
         for algo in algos:
             runs = by.get((algo, task), [])
             if not runs:
                 continue
             scored = [r.score(step) for r in runs if r.score(step) is not None]
+            per_seed = " · ".join(f"{r.seed}: {r.score(step):.1f}" for r in runs if r.score(step) is not None)
             missing = [f"seed {r.seed} (last eval {r.last_step})" for r in runs if r.score(step) is None]
             if scored:
                 st = task_stats(scored)
-                cell = f"{st['mean']:.1f} ± {st['std']:.1f}", f"{st['iqm']:.1f}"
+                lo, hi = bootstrap_ci(np.array(scored))
+                cell = (f"{st['mean']:.1f} ± {st['std']:.1f}", f"{st['mean']:.1f} [{lo:.1f}, {hi:.1f}]",
+                        f"{st['iqm']:.1f}")
             else:
-                cell = ("missing", "missing")
-            md.append(f"| {task} | {algo} | {len(scored)}/{len(runs)} | {cell[0]} | {cell[1]} | "
-                      f"{', '.join(missing) if missing else '-'} |")
+                per_seed, cell = "-", ("missing", "missing", "missing")
+            md.append(f"| {task} | {algo} | {len(scored)}/{len(runs)} | {per_seed} | {cell[0]} | {cell[1]} | "
+                      f"{cell[2]} | {', '.join(missing) if missing else '-'} |")
     return md + [""]
 
 

@@ -214,7 +214,8 @@ def make_atari_report(paths: Sequence[str | Path], out: str | Path, labels: Sequ
             cells += [f"{p.curl:g} ± {p.curl_std:g}", f"{p.der:g}", f"{p.rliable_final:g}", f"{p.random:g}",
                       f"{p.human:g}"]
         md.append("| " + " | ".join(cells) + " |")
-    md += ["", "## Aggregate: IQM of human-normalised scores", ""]
+    md += [""] + _per_run_section(algos, games, by)
+    md += ["## Aggregate: IQM of human-normalised scores", ""]
     scores, notes, played = {}, [], {}
     common = [g for g in games if all(any(r.finished for r in by[(a, g)]) for a in algos)]
     for a in algos:  # over the games every agent finished (a fair comparison), else its own games
@@ -247,6 +248,40 @@ def make_atari_report(paths: Sequence[str | Path], out: str | Path, labels: Sequ
     path = out / "report.md"
     path.write_text("\n".join(md) + "\n")
     return path
+
+
+def _step_text(step: int) -> str:
+    return f"{step / 1000:g}k" if step >= 1000 else str(step)
+
+
+def _per_run_section(algos, games, by) -> list[str]:
+    """One row per run (its evaluation curve, final and best), then per agent and game the mean of
+    the finished runs with its 95% percentile-bootstrap interval over seeds."""
+    from curlrl.jobs.report import bootstrap_ci
+
+    md = ["## Per run", "",
+          "Evaluations: mean raw score of the games of each evaluation during training (agent step: score). "
+          "The last rows of each agent and game: the mean over its finished runs, with a 95% percentile-bootstrap "
+          "interval over seeds (resampling runs; with few seeds a rough guide, not a test).", "",
+          "| agent | game | seed | evaluations | final | best |", "|---|---|---|---|---|---|"]
+    for a in algos:
+        for g in games:
+            rs = sorted(by.get((a, g), []), key=lambda r: r.seed)
+            if not rs:
+                continue
+            for r in rs:
+                curve = " · ".join(f"{_step_text(s)}: {np.mean(v):.1f}" for s, v in sorted(r.evals.items()) if v)
+                final, best = r.final_score(), r.best_score()
+                md.append(f"| {a} | {g} | {r.seed} | {curve or '–'} | "
+                          f"{'–' if final is None else f'{final:.1f}'} | {'–' if best is None else f'{best:.1f}'} |")
+            done = [r for r in rs if r.finished]
+            if done:
+                cells = []
+                for scores in ([r.final_score() for r in done], [r.best_score() for r in done]):
+                    lo, hi = bootstrap_ci(np.array(scores, dtype=float))
+                    cells.append(f"{np.mean(scores):.1f} [{lo:.1f}, {hi:.1f}]")
+                md.append(f"| {a} | {g} | mean of {len(done)} [95% CI] | | {cells[0]} | {cells[1]} |")
+    return md + [""]
 
 
 def _curves(runs, algos, games, out: Path, compare_published: bool) -> Path:
