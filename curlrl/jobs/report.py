@@ -436,9 +436,10 @@ def _per_task_section(algos, tasks, by, step) -> list[str]:
             runs = by.get((algo, task), [])
             if not runs:
                 continue
-            scored = [r.score(step) for r in runs if r.score(step) is not None]
-            per_seed = " · ".join(f"{r.seed}: {r.score(step):.1f}" for r in runs if r.score(step) is not None)
-            missing = [f"seed {r.seed} (last eval {r.last_step})" for r in runs if r.score(step) is None]
+            at_step = [(r, r.score(step)) for r in runs]
+            scored = [x for _, x in at_step if x is not None]
+            per_seed = " · ".join(f"{r.seed}: {x:.1f}" for r, x in at_step if x is not None)
+            missing = [f"seed {r.seed} (last eval {r.last_step})" for r, x in at_step if x is None]
             if scored:
                 st = task_stats(scored)
                 lo, hi = bootstrap_ci(np.array(scored))
